@@ -1,0 +1,83 @@
+"""BaseLayer: Caffe's Layer contract (LayerSetUp, Reshape, Forward, Backward) on torch tensors."""
+import torch
+
+from ..errors import CaffeError
+
+
+class BaseLayer:
+    """One Caffe layer. Subclasses document parameters, forward and backward in one line each.
+
+    Contract, mirroring Caffe's Layer:
+    - `setup(bottom_shapes)`: read and check the layer's parameters once, create the learnable
+      parameter blobs in `self.blobs` (Caffe's layer blobs, same order and shapes).
+    - `reshape(bottom_shapes) -> top_shapes`: the default runs `forward` on meta tensors, so most
+      layers only write `forward`.
+    - `forward(bottoms) -> tops`: torch tensors in, torch tensors out; a `None` top keeps the
+      blob's current tensor (Input). Parameters are read from `self.blobs[i].tensor()`.
+    - Backward is autograd over `forward`, run by the Net layer by layer. Where Caffe's gradient
+      differs from autograd's, the layer's forward uses a torch.autograd.Function that computes
+      Caffe's, and says why.
+    """
+
+    type_name = ""
+    # (min, max) counts of bottoms and tops; max None means unbounded.
+    bottom_count = (1, 1)
+    top_count = (1, 1)
+    # Loss layers put loss weight 1 on their first top unless the prototxt says otherwise.
+    default_loss_weight = 0.0
+    # Caffe accumulates parameter diffs across backward calls; the SegNet BN layer overwrites them.
+    accumulates_param_diffs = True
+
+    def __init__(self, param, phase):
+        self.param = param
+        self.phase = phase
+        self.name = param.name
+        self.blobs = []
+
+    @property
+    def type(self):
+        return self.type_name
+
+    def error(self, message):
+        """A CaffeError naming this layer."""
+        return CaffeError(f'layer "{self.name}" ({self.type_name}): {message}')
+
+    def check_counts(self):
+        """Check the number of bottoms and tops against the layer type's."""
+        for what, names, (low, high) in (("bottom", self.param.bottom, self.bottom_count),
+                                         ("top", self.param.top, self.top_count)):
+            if len(names) < low or (high is not None and len(names) > high):
+                expected = str(low) if low == high else (f"at least {low}" if high is None
+                                                         else f"{low} to {high}")
+                raise self.error(f"takes {expected} {what}(s), got {len(names)}")
+
+    def setup(self, bottom_shapes):
+        """Read the parameters and create the learnable blobs (nothing by default)."""
+
+    def reshape(self, bottom_shapes):
+        """Top shapes for these bottom shapes, by running forward on meta tensors."""
+        bottoms = [torch.empty(shape, device="meta") for shape in bottom_shapes]
+        with torch.no_grad():
+            try:
+                tops = self.forward(bottoms)
+            except CaffeError:
+                raise
+            except (RuntimeError, ValueError, IndexError) as exc:
+                raise self.error(f"cannot take bottoms of shape(s) "
+                                 f"{', '.join(str(tuple(s)) for s in bottom_shapes)}: "
+                                 f"{str(exc).splitlines()[0]}") from None
+        return [None if top is None else tuple(top.shape) for top in tops]
+
+    def forward(self, bottoms):
+        raise NotImplementedError
+
+    def allow_force_backward(self, bottom_index):
+        """Whether force_backward may ask for this bottom's gradient (not for loss labels)."""
+        return True
+
+    def state(self):
+        """What a resumed run needs besides the parameters (a data cursor, say); None if nothing."""
+        return None
+
+    def load_state(self, state):
+        """Restore what `state()` returned."""

@@ -1,0 +1,45 @@
+"""Where computation runs and how it is seeded: Caffe's global mode (CPU/GPU), device id and random seed."""
+import torch
+
+from .errors import CaffeError
+
+_state = {"mode": "cpu", "device_id": 0}
+
+
+def set_mode_cpu():
+    """Run every net on the CPU (Caffe::set_mode(Caffe::CPU))."""
+    _state["mode"] = "cpu"
+
+
+def set_mode_gpu():
+    """Run every net on the CUDA device chosen by set_device (Caffe::set_mode(Caffe::GPU))."""
+    if not torch.cuda.is_available():
+        raise CaffeError("GPU mode requested but CUDA is not available on this machine "
+                         "(torch.cuda.is_available() is False); use set_mode_cpu()")
+    _state["mode"] = "gpu"
+
+
+def set_device(device_id):
+    """Choose the CUDA device used in GPU mode."""
+    device_id = int(device_id)
+    if torch.cuda.is_available() and not 0 <= device_id < torch.cuda.device_count():
+        raise CaffeError(f"GPU {device_id} does not exist: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    _state["device_id"] = device_id
+
+
+def set_random_seed(seed):
+    """Seed every random source the engine draws from (fillers, dropout, data shuffling)."""
+    torch.manual_seed(int(seed))
+
+
+def mode():
+    """'cpu' or 'gpu'."""
+    return _state["mode"]
+
+
+def device():
+    """The torch.device that the current mode computes on."""
+    if _state["mode"] == "gpu":
+        return torch.device("cuda", _state["device_id"])
+    return torch.device("cpu")

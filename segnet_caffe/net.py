@@ -1,0 +1,522 @@
+"""Net: a Caffe network built from a NetParameter, with pycaffe's Python surface.
+
+Data flows one way: NetParameter -> phase/stage filtering -> split insertion -> layers and
+blobs -> forward / backward. Backward runs layer by layer in reverse, as Caffe's does, each
+layer's gradient coming from autograd over that layer's forward alone, so every Caffe rule
+(in-place tops, split layers summing diffs, propagate_down, force_backward, parameter diffs
+that accumulate across calls) holds exactly.
+"""
+from collections import OrderedDict
+
+import torch
+
+from . import io, mode
+from .blob import Blob
+from .errors import CaffeError
+from .layers import create_layer
+from .proto import caffe_pb2
+
+TRAIN = caffe_pb2.TRAIN
+TEST = caffe_pb2.TEST
+
+
+def _phase_value(phase):
+    if phase in (TRAIN, TEST):
+        return phase
+    if isinstance(phase, str) and phase.upper() in ("TRAIN", "TEST"):
+        return caffe_pb2.Phase.Value(phase.upper())
+    raise CaffeError(f"phase must be caffe.TRAIN or caffe.TEST, got {phase!r}")
+
+
+def state_meets_rule(state, rule):
+    """Caffe's StateMeetsRule: does the net state (phase, level, stages) satisfy a NetStateRule?"""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
+
+
+def filter_net(net_param, state):
+    """The layers of `net_param` that the include/exclude rules keep for `state` (Caffe's FilterNet)."""
+    filtered = caffe_pb2.NetParameter()
+    filtered.CopyFrom(net_param)
+    del filtered.layer[:]
+    for layer in net_param.layer:
+        if layer.include and layer.exclude:
+            raise CaffeError(f'layer "{layer.name}": specify either include rules or exclude '
+                             "rules, not both")
+        if layer.include:
+            keep = any(state_meets_rule(state, rule) for rule in layer.include)
+        else:
+            keep = not any(state_meets_rule(state, rule) for rule in layer.exclude)
+        if keep:
+            filtered.layer.add().CopyFrom(layer)
+    return filtered
+
+
+def split_layer_name(layer_name, blob_name, top_index):
+    return f"{blob_name}_{layer_name}_{top_index}_split"
+
+
+def split_blob_name(layer_name, blob_name, top_index, split_index):
+    return f"{blob_name}_{layer_name}_{top_index}_split_{split_index}"
+
+
+def insert_splits(net_param):
+    """Caffe's InsertSplits: a top read by several layers (or read and weighted as a loss) gets a
+    Split layer whose tops feed the readers one each, so that their diffs are summed."""
+    last_top = {}            # blob name -> (layer index, top index) that last produced it
+    source_of_bottom = {}    # (layer index, bottom index) -> (layer index, top index)
+    readers = {}             # (layer index, top index) -> how many places consume it
+    loss_weight = {}
+    for i, layer in enumerate(net_param.layer):
+        for j, name in enumerate(layer.bottom):
+            if name not in last_top:
+                raise CaffeError(f'layer "{layer.name}": bottom blob "{name}" (bottom #{j}) is '
+                                 "not produced by any earlier layer")
+            source = last_top[name]
+            source_of_bottom[(i, j)] = source
+            readers[source] = readers.get(source, 0) + 1
+        for j, name in enumerate(layer.top):
+            last_top[name] = (i, j)
+            if j < len(layer.loss_weight):
+                loss_weight[(i, j)] = layer.loss_weight[j]
+                if layer.loss_weight[j]:
+                    readers[(i, j)] = readers.get((i, j), 0) + 1
+    split_param = caffe_pb2.NetParameter()
+    split_param.CopyFrom(net_param)
+    del split_param.layer[:]
+    next_split = {}
+    for i, layer in enumerate(net_param.layer):
+        new_layer = split_param.layer.add()
+        new_layer.CopyFrom(layer)
+        for j, name in enumerate(layer.bottom):
+            source = source_of_bottom[(i, j)]
+            if readers[source] > 1:
+                source_layer = net_param.layer[source[0]].name
+                k = next_split.get(source, 0)
+                next_split[source] = k + 1
+                new_layer.bottom[j] = split_blob_name(source_layer, name, source[1], k)
+        for j, name in enumerate(layer.top):
+            count = readers.get((i, j), 0)
+            if count > 1:
+                split = split_param.layer.add()
+                split.name = split_layer_name(layer.name, name, j)
+                split.type = "Split"
+                split.bottom.append(name)
+                weight = loss_weight.get((i, j), 0.0)
+                for k in range(count):
+                    split.top.append(split_blob_name(layer.name, name, j, k))
+                    if weight:
+                        split.loss_weight.append(weight if k == 0 else 0.0)
+    return split_param
+
+
+class _LearnableParam:
+    """A parameter blob the solver updates, with its multipliers (Caffe's learnable_params_)."""
+
+    def __init__(self, blob, spec, name):
+        self.blob = blob
+        self.name = name
+        self.has_lr_mult = spec.HasField("lr_mult")
+        self.has_decay_mult = spec.HasField("decay_mult")
+        self.lr_mult = spec.lr_mult
+        self.decay_mult = spec.decay_mult
+
+
+class Net:
+    """A Caffe network, constructed like pycaffe's.
+
+    Net(model, phase), Net(model, weights, phase) or Net(model, phase, weights=...), where
+    `model` is a prototxt path or a NetParameter and `weights` a .caffemodel path; optional
+    `level` and `stages` select layers by their NetStateRules.
+    """
+
+    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=()):
+        if len(args) == 2:
+            weights, phase = args
+        elif len(args) == 1:
+            phase = args[0]
+        elif args:
+            raise CaffeError("Net(model, phase), Net(model, weights, phase) or "
+                             "Net(model, phase, weights=...)")
+        if phase is None:
+            raise CaffeError("Net needs a phase: caffe.TRAIN or caffe.TEST")
+        self.phase = _phase_value(phase)
+        if isinstance(model, caffe_pb2.NetParameter):
+            net_param, self.source = io.upgrade_net(model, "<NetParameter>"), "<NetParameter>"
+        else:
+            net_param, self.source = io.read_net_prototxt(str(model)), str(model)
+        state = caffe_pb2.NetState()
+        state.CopyFrom(net_param.state)  # as pycaffe: the prototxt's state, phase/level/stages set
+        state.phase, state.level = self.phase, level
+        state.stage.extend(stages)
+        self.name = net_param.name
+        self.force_backward = net_param.force_backward
+        self._device = mode.device()
+        self._build(insert_splits(filter_net(net_param, state)))
+        if weights is not None:
+            self.copy_from(weights)
+
+    # ----- construction ------------------------------------------------------------------------
+    def _build(self, param):
+        if not param.layer:
+            raise CaffeError(f"{self.source}: the net has no layers for this phase")
+        self.param = param
+        self.blobs = OrderedDict()
+        self.layers = []
+        self._layer_names = []
+        self.top_names = OrderedDict()
+        self.bottom_names = OrderedDict()
+        self.blob_loss_weights = OrderedDict()
+        self.inputs = []
+        self.learnable_params = []
+        self._layer_need_backward = []
+        self._bottom_need_backward = []
+        self._param_need_backward = []
+        self._loss_tops = []          # (blob name, loss weight)
+        self._saved = {}              # layer index -> (bottom leaves, tops) for backward
+        blob_need_backward = {}
+        available = OrderedDict()
+        param_owner = {}              # shared param name -> index into self.learnable_params
+        for index, layer_param in enumerate(param.layer):
+            if layer_param.name in self.top_names:
+                raise CaffeError(f'{self.source}: two layers are named "{layer_param.name}"')
+            layer = create_layer(layer_param, self.phase)
+            layer.check_counts()
+            if layer_param.propagate_down and len(layer_param.propagate_down) != len(layer_param.bottom):
+                raise layer.error("propagate_down must be given once per bottom or not at all")
+            bottom_need = []
+            for j, name in enumerate(layer_param.bottom):
+                if name not in available:
+                    raise layer.error(f'bottom blob "{name}" is not produced by any earlier layer')
+                del available[name]
+                wanted = not layer_param.propagate_down or layer_param.propagate_down[j]
+                bottom_need.append(blob_need_backward[name] and wanted)
+            for j, name in enumerate(layer_param.top):
+                in_place = j < len(layer_param.bottom) and layer_param.bottom[j] == name
+                if name in self.blobs and not in_place:
+                    raise layer.error(f'top blob "{name}" is already produced by another layer '
+                                      "(only in-place layers may reuse a blob name)")
+                if not in_place:
+                    self.blobs[name] = Blob(device=self._device)
+                available[name] = True
+            if layer_param.type == "Input":
+                self.inputs.extend(layer_param.top)
+            bottom_shapes = [self.blobs[b].shape for b in layer_param.bottom]
+            layer.setup(bottom_shapes)
+            for blob in layer.blobs:
+                blob.to(self._device)
+            self._set_top_shapes(layer, layer.reshape(bottom_shapes))
+            param_need = self._append_params(layer, param_owner)
+            need = any(bottom_need) or any(param_need)
+            for name in layer_param.top:
+                blob_need_backward[name] = need
+            self._set_loss_weights(layer)
+            self.layers.append(layer)
+            self._layer_names.append(layer.name)
+            self.top_names[layer.name] = list(layer_param.top)
+            self.bottom_names[layer.name] = list(layer_param.bottom)
+            self._layer_need_backward.append(need)
+            self._bottom_need_backward.append(bottom_need)
+            self._param_need_backward.append(param_need)
+        self._prune_backward()
+        if self.force_backward:
+            self._force_backward(blob_need_backward)
+        self.outputs = sorted(available)  # Caffe walks a std::set: outputs come in name order
+        self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
+        self.params = OrderedDict((layer.name, layer.blobs) for layer in self.layers if layer.blobs)
+
+    def _set_top_shapes(self, layer, top_shapes):
+        for name, shape in zip(layer.param.top, top_shapes):
+            if shape is not None:
+                self.blobs[name].reshape(shape)
+
+    def _append_params(self, layer, param_owner):
+        """Register the layer's parameter blobs (sharing by ParamSpec name); whether each learns."""
+        need = []
+        for k, blob in enumerate(layer.blobs):
+            spec = layer.param.param[k] if k < len(layer.param.param) else caffe_pb2.ParamSpec()
+            display = f"{layer.name}[{k}]"
+            if spec.name and spec.name in param_owner:
+                owner = self.learnable_params[param_owner[spec.name]]
+                strict = spec.share_mode == caffe_pb2.ParamSpec.STRICT
+                if (strict and owner.blob.shape != blob.shape) or owner.blob.count != blob.count:
+                    raise layer.error(f'shared parameter "{spec.name}" has shape {blob.shape} '
+                                      f"here but {owner.blob.shape} where it was first defined")
+                for field in ("lr_mult", "decay_mult"):
+                    if spec.HasField(field):
+                        if getattr(owner, "has_" + field) and getattr(owner, field) != getattr(spec, field):
+                            raise layer.error(f'shared parameter "{spec.name}" has mismatched {field}')
+                        setattr(owner, field, getattr(spec, field))
+                        setattr(owner, "has_" + field, True)
+                layer.blobs[k] = owner.blob
+            else:
+                if spec.name:
+                    param_owner[spec.name] = len(self.learnable_params)
+                self.learnable_params.append(_LearnableParam(blob, spec, display))
+            need.append(spec.lr_mult != 0)
+        return need
+
+    def _set_loss_weights(self, layer):
+        weights = list(layer.param.loss_weight)
+        if weights and len(weights) != len(layer.param.top):
+            raise layer.error("loss_weight must be given once per top or not at all")
+        if not weights:
+            weights = [layer.default_loss_weight if j == 0 else 0.0
+                       for j in range(len(layer.param.top))]
+        for name, weight in zip(layer.param.top, weights):
+            if weight:
+                self.blob_loss_weights[name] = weight
+                self._loss_tops.append((name, weight))
+                blob = self.blobs[name]
+                blob.diff[...] = weight
+            else:
+                self.blob_loss_weights.setdefault(name, 0.0)
+
+    def _prune_backward(self):
+        """Caffe's rule: a layer computes gradients only if it is under a loss and something below it
+        wants them."""
+        loss_weight_of = dict(self._loss_tops)
+        under_loss, skip_backprop = set(), set()
+        for i in reversed(range(len(self.layers))):
+            tops = self.top_names[self._layer_names[i]]
+            contributes = any(loss_weight_of.get(t) or t in under_loss for t in tops)
+            skip = all(t in skip_backprop for t in tops)
+            if self._layer_need_backward[i] and skip and tops:
+                self._layer_need_backward[i] = False
+                self._bottom_need_backward[i] = [False] * len(self._bottom_need_backward[i])
+            if not contributes:
+                self._layer_need_backward[i] = False
+            for j, name in enumerate(self.bottom_names[self._layer_names[i]]):
+                if contributes:
+                    under_loss.add(name)
+                else:
+                    self._bottom_need_backward[i][j] = False
+                if not self._bottom_need_backward[i][j]:
+                    skip_backprop.add(name)
+
+    def _force_backward(self, blob_need_backward):
+        for i, layer in enumerate(self.layers):
+            self._layer_need_backward[i] = True
+            self._bottom_need_backward[i] = [need or layer.allow_force_backward(j)
+                                             for j, need in enumerate(self._bottom_need_backward[i])]
+            self._param_need_backward[i] = [True] * len(layer.blobs)
+
+    # ----- device ------------------------------------------------------------------------------
+    def _ensure_device(self):
+        """Follow the global mode: move blobs and parameters when set_mode_* changed the device."""
+        wanted = mode.device()
+        if wanted == self._device:
+            return
+        self._saved.clear()
+        for blob in self.blobs.values():
+            blob.to(wanted)
+        for layer in self.layers:
+            for blob in layer.blobs:
+                blob.to(wanted)
+        self._device = wanted
+
+    @property
+    def device(self):
+        return self._device
+
+    # ----- forward / backward ------------------------------------------------------------------
+    def _layer_index(self, name, default):
+        if name is None:
+            return default
+        try:
+            return self._layer_names.index(name)
+        except ValueError:
+            raise CaffeError(f'no layer named "{name}" in net "{self.name}"') from None
+
+    def forward_range(self, start, end):
+        """Run layers start..end (inclusive); return the weighted loss of their loss tops.
+
+        Layers that need a gradient record their autograd graph unless the caller disabled
+        gradients (torch.no_grad()), which is how tests and inference skip that cost.
+        """
+        self._ensure_device()
+        record = torch.is_grad_enabled()
+        loss = 0.0
+        for i in range(start, end + 1):
+            layer = self.layers[i]
+            names = self.param.layer[i]
+            bottoms = [self.blobs[b].tensor() for b in names.bottom]
+            if record and self._layer_need_backward[i]:
+                leaves = [b.detach().requires_grad_(True) if need and b.is_floating_point() else b
+                          for b, need in zip(bottoms, self._bottom_need_backward[i])]
+                tops = layer.forward(leaves)
+                self._saved[i] = (leaves, tops)
+            else:
+                self._saved.pop(i, None)
+                with torch.no_grad():
+                    tops = layer.forward(bottoms)
+            for name, top in zip(names.top, tops):
+                if top is not None:
+                    self.blobs[name].set_tensor(top)
+            for name in names.top:
+                weight = self.blob_loss_weights.get(name, 0.0)
+                if weight:
+                    loss += weight * float(self.blobs[name].tensor().detach().sum())
+        return loss
+
+    def backward_range(self, start, end, keep_graph=True):
+        """Backpropagate layers start down to end (inclusive), Caffe's Net::BackwardFromTo.
+
+        Each layer reads its tops' diffs and writes its bottoms' diffs (overwriting, as Caffe's
+        layers do; Split layers sum) and adds its parameter gradients to the parameter diffs.
+        `keep_graph=False` frees each layer's graph as it goes (the solver's path).
+        """
+        self._ensure_device()
+        for i in range(start, end - 1, -1):
+            if not self._layer_need_backward[i]:
+                continue
+            layer = self.layers[i]
+            if i not in self._saved:
+                raise CaffeError(f'layer "{layer.name}": backward() needs a forward() of this layer '
+                                 "with gradients enabled first")
+            leaves, tops = self._saved[i]
+            names = self.param.layer[i]
+            outputs, grads = [], []
+            for name, top in zip(names.top, tops):
+                if top is not None and top.requires_grad:
+                    outputs.append(top)
+                    grads.append(self.blobs[name].diff_tensor().to(top.dtype))
+            bottom_targets = [(name, leaf) for name, leaf, need in
+                              zip(names.bottom, leaves, self._bottom_need_backward[i])
+                              if need and leaf.requires_grad]
+            param_targets = [blob for blob, need in zip(layer.blobs, self._param_need_backward[i])
+                             if need]
+            inputs = [leaf for _, leaf in bottom_targets] + [b.tensor() for b in param_targets]
+            if not outputs or not inputs:
+                continue
+            results = torch.autograd.grad(outputs, inputs, grads, allow_unused=True,
+                                          retain_graph=keep_graph)
+            if not keep_graph:
+                del self._saved[i]
+            for (name, leaf), grad in zip(bottom_targets, results):
+                self.blobs[name].set_diff_tensor(torch.zeros_like(leaf) if grad is None else grad)
+            for blob, grad in zip(param_targets, results[len(bottom_targets):]):
+                if grad is None:
+                    continue
+                if layer.accumulates_param_diffs:
+                    diff = blob.diff_tensor()
+                    diff += grad
+                else:
+                    blob.set_diff_tensor(grad.detach().clone())
+
+    def forward(self, blobs=None, start=None, end=None, **kwargs):
+        """pycaffe's Net.forward: set inputs from kwargs, run start..end, return the outputs' data."""
+        start_index = self._layer_index(start, 0)
+        end_index = self._layer_index(end, len(self.layers) - 1)
+        wanted = list(blobs or [])
+        outputs = (self.top_names[end] if end is not None else self.outputs) + wanted
+        if kwargs:
+            if set(kwargs) != set(self.inputs):
+                raise CaffeError(f"forward(): input blob arguments {sorted(kwargs)} do not match "
+                                 f"the net inputs {self.inputs}")
+            for name, value in kwargs.items():
+                self._check_batch(name, value, self.blobs[name].shape)
+                self.blobs[name].data[...] = value
+        self.forward_range(start_index, end_index)
+        return {name: self.blobs[name].data for name in dict.fromkeys(outputs)}
+
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        """pycaffe's Net.backward: set output diffs from kwargs, backpropagate, return input diffs."""
+        start_index = self._layer_index(start, len(self.layers) - 1)
+        end_index = self._layer_index(end, 0)
+        wanted = list(diffs or [])
+        outputs = (self.bottom_names[end] if end is not None else self.inputs) + wanted
+        if kwargs:
+            if set(kwargs) != set(self.outputs):
+                raise CaffeError(f"backward(): top diff arguments {sorted(kwargs)} do not match "
+                                 f"the net outputs {self.outputs}")
+            for name, value in kwargs.items():
+                self._check_batch(name, value, self.blobs[name].shape)
+                self.blobs[name].diff[...] = value
+        self.backward_range(start_index, end_index)
+        return {name: self.blobs[name].diff for name in dict.fromkeys(outputs)}
+
+    @staticmethod
+    def _check_batch(name, value, shape):
+        if shape and getattr(value, "shape", (None,))[:1] != shape[:1]:
+            raise CaffeError(f'blob "{name}": input of shape {getattr(value, "shape", None)} is '
+                             f"not batch sized for {shape}")
+
+    def reshape(self):
+        """Recompute every blob's shape from the inputs' (Caffe's Net::Reshape)."""
+        for layer in self.layers:
+            bottom_shapes = [self.blobs[b].shape for b in layer.param.bottom]
+            self._set_top_shapes(layer, layer.reshape(bottom_shapes))
+
+    def clear_param_diffs(self):
+        """Zero every learnable parameter's diff (Caffe's ClearParamDiffs)."""
+        for param in self.learnable_params:
+            param.blob.diff_tensor().zero_()
+
+    # ----- weights -----------------------------------------------------------------------------
+    def copy_from(self, weights):
+        """Copy parameters by layer name from a .caffemodel (path or NetParameter), shape-checked."""
+        source = weights if isinstance(weights, caffe_pb2.NetParameter) else io.read_caffemodel(str(weights))
+        where = "<NetParameter>" if isinstance(weights, caffe_pb2.NetParameter) else str(weights)
+        copied, ignored = [], []
+        for source_layer in source.layer:
+            layer = self.layer_dict.get(source_layer.name)
+            if layer is None or not source_layer.blobs:
+                if source_layer.blobs:
+                    ignored.append(source_layer.name)
+                continue
+            if len(layer.blobs) != len(source_layer.blobs):
+                raise CaffeError(f'{where}: layer "{layer.name}" has {len(source_layer.blobs)} '
+                                 f"parameter blobs in the weights but {len(layer.blobs)} in the net")
+            for k, (blob, proto) in enumerate(zip(layer.blobs, source_layer.blobs)):
+                array = io.blobproto_to_array(proto)
+                if tuple(array.shape) != tuple(blob.shape):
+                    legacy = not proto.HasField("shape")
+                    if legacy and array.size == blob.count:  # Caffe compares legacy 4-D shapes
+                        array = array.reshape(blob.shape)
+                    else:
+                        raise CaffeError(f'{where}: cannot copy parameter {k} of layer '
+                                         f'"{layer.name}": shape {tuple(array.shape)} in the '
+                                         f"weights, {tuple(blob.shape)} in the net")
+                blob.data[...] = array
+            copied.append(layer.name)
+        return copied, ignored
+
+    def to_proto(self, write_diff=False):
+        """The net as a NetParameter with its parameter blobs (Caffe's Net::ToProto)."""
+        out = caffe_pb2.NetParameter()
+        out.name = self.name
+        for layer in self.layers:
+            layer_param = out.layer.add()
+            layer_param.CopyFrom(layer.param)
+            del layer_param.blobs[:]
+            for blob in layer.blobs:
+                layer_param.blobs.add().CopyFrom(
+                    io.array_to_blobproto(blob.data, blob.diff if write_diff else None))
+        return out
+
+    def save(self, path):
+        """Write the parameters as a binary .caffemodel Caffe can read."""
+        io.write_caffemodel(str(path), self.to_proto())
+
+    def share_with(self, other):
+        """Use `other`'s parameter blobs in the layers of the same name (Caffe's ShareTrainedLayersWith)."""
+        for layer in self.layers:
+            source = other.layer_dict.get(layer.name)
+            if source is None or not source.blobs:
+                continue
+            if len(source.blobs) != len(layer.blobs):
+                raise CaffeError(f'layer "{layer.name}": {len(source.blobs)} parameter blobs in '
+                                 f"the source net, {len(layer.blobs)} here")
+            for k, blob in enumerate(source.blobs):
+                if blob.shape != layer.blobs[k].shape:
+                    raise CaffeError(f'layer "{layer.name}": cannot share parameter {k}: shape '
+                                     f"{blob.shape} vs {layer.blobs[k].shape}")
+                layer.blobs[k] = blob
+        self.params = OrderedDict((layer.name, layer.blobs) for layer in self.layers if layer.blobs)

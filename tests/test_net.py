@@ -1,0 +1,228 @@
+"""Net mechanics: phases, splits, in-place tops, loss weights, propagate_down, sharing, weights."""
+import numpy as np
+import pytest
+
+import segnet_caffe as caffe
+from segnet_caffe import io
+from layer_testing import net_from_text
+
+TWO_READERS = """
+name: "two_readers"
+force_backward: true
+layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "ip1" type: "InnerProduct" bottom: "x" top: "a"
+  inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "ip2" type: "InnerProduct" bottom: "x" top: "b"
+  inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "y" }
+"""
+
+
+def test_split_layers_are_inserted_and_sum_diffs():
+    net = net_from_text(TWO_READERS)
+    assert net._layer_names == ["in", "x_in_0_split", "ip1", "ip2", "sum"]
+    assert "x_in_0_split_0" in net.blobs and "x_in_0_split_1" in net.blobs
+    x = np.random.RandomState(0).randn(2, 3).astype(np.float32)
+    net.blobs["x"].data[...] = x
+    out = net.forward()
+    w1, b1 = (p.data for p in net.params["ip1"])
+    w2, b2 = (p.data for p in net.params["ip2"])
+    np.testing.assert_allclose(out["y"], x @ w1.T + b1 + x @ w2.T + b2, rtol=1e-5, atol=1e-6)
+    dy = np.random.RandomState(1).randn(2, 4).astype(np.float32)
+    diffs = net.backward(y=dy)
+    np.testing.assert_allclose(diffs["x"], dy @ w1 + dy @ w2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.params["ip1"][0].diff, dy.T @ x, rtol=1e-5, atol=1e-6)
+
+
+def test_param_diffs_accumulate_across_backward_calls_and_clear():
+    net = net_from_text(TWO_READERS)
+    net.blobs["x"].data[...] = 1.0
+    net.forward()
+    net.blobs["y"].diff[...] = 1.0
+    net.backward()
+    once = net.params["ip1"][0].diff.copy()
+    net.backward()
+    np.testing.assert_allclose(net.params["ip1"][0].diff, 2 * once, rtol=1e-6)
+    net.clear_param_diffs()
+    assert not net.params["ip1"][0].diff.any()
+
+
+IN_PLACE = """
+name: "in_place"
+force_backward: true
+input: "x"
+input_shape { dim: 1 dim: 6 }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "h"
+  inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "relu" type: "ReLU" bottom: "h" top: "h" }
+layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "y"
+  inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } } }
+"""
+
+
+def test_in_place_blob_holds_output_and_bottom_diff():
+    net = net_from_text(IN_PLACE)
+    x = np.random.RandomState(2).randn(1, 6).astype(np.float32)
+    net.forward(x=x)
+    w, b = (p.data for p in net.params["ip"])
+    pre = x @ w.T + b
+    np.testing.assert_allclose(net.blobs["h"].data, np.maximum(pre, 0), rtol=1e-5, atol=1e-6)
+    net.backward(y=np.ones((1, 2), np.float32))
+    w2 = net.params["ip2"][0].data
+    expected = (np.ones((1, 2)) @ w2) * (pre > 0)   # the diff w.r.t. the ReLU's bottom
+    np.testing.assert_allclose(net.blobs["h"].diff, expected, rtol=1e-5, atol=1e-6)
+
+
+PHASES = """
+name: "phases"
+layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }
+layer { name: "train_only" type: "ReLU" bottom: "x" top: "t" include { phase: TRAIN } }
+layer { name: "test_only" type: "ReLU" bottom: "x" top: "u" include { phase: TEST } }
+layer { name: "not_test" type: "ReLU" bottom: "x" top: "v" exclude { phase: TEST } }
+layer { name: "deep" type: "ReLU" bottom: "x" top: "w" include { phase: TEST min_level: 2 } }
+layer { name: "staged" type: "ReLU" bottom: "x" top: "s" include { stage: "extra" } }
+"""
+
+
+@pytest.mark.parametrize("phase, level, stages, expected", [
+    ("TRAIN", 0, (), ["train_only", "not_test"]),
+    ("TEST", 0, (), ["test_only"]),
+    ("TEST", 2, (), ["test_only", "deep"]),
+    ("TEST", 0, ("extra",), ["test_only", "staged"]),
+])
+def test_include_exclude_rules(phase, level, stages, expected):
+    net = caffe.Net(io.parse_net_text(PHASES, "<phases>"), getattr(caffe, phase), level=level,
+                    stages=stages)
+    kept = [name for name in net._layer_names if name != "in" and "split" not in name]
+    assert kept == expected
+
+
+LOSS = """
+name: "loss"
+input: "x"
+input_shape { dim: 2 dim: 3 dim: 1 dim: 1 }
+input: "label"
+input_shape { dim: 2 dim: 1 dim: 1 dim: 1 }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x" bottom: "label" top: "loss" loss_weight: 2.5 }
+"""
+
+
+def test_loss_weight_scales_gradient_and_default_backward_rules():
+    net = net_from_text(LOSS, "TRAIN")
+    x = np.random.RandomState(3).randn(2, 3, 1, 1).astype(np.float32)
+    net.blobs["x"].data[...] = x
+    net.blobs["label"].data[...] = np.array([0, 2]).reshape(2, 1, 1, 1)
+    loss = net.forward_range(0, len(net.layers) - 1)
+    p = np.exp(x[:, :, 0, 0]) / np.exp(x[:, :, 0, 0]).sum(1, keepdims=True)
+    single = -np.log(p[[0, 1], [0, 2]]).mean()
+    assert loss == pytest.approx(2.5 * single, rel=1e-5)
+    assert net.blob_loss_weights["loss"] == 2.5
+    np.testing.assert_allclose(net.blobs["loss"].diff, 2.5)
+    net.backward()
+    # Net inputs get no gradient unless force_backward is set (Caffe's rule).
+    assert not net.blobs["x"].diff.any()
+
+
+def test_propagate_down_false_leaves_bottom_diff_untouched():
+    text = IN_PLACE.replace('layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "y"',
+                            'layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "y" propagate_down: false')
+    net = net_from_text(text.replace("force_backward: true", ""))
+    net.forward(x=np.ones((1, 6), np.float32))
+    net.backward(y=np.ones((1, 2), np.float32))
+    assert not net.blobs["h"].diff.any()
+    assert net.params["ip2"][0].diff.any()
+
+
+SHARED = """
+name: "shared"
+input: "x"
+input_shape { dim: 1 dim: 3 }
+layer { name: "a" type: "InnerProduct" bottom: "x" top: "ya" param { name: "w" } param { name: "b" }
+  inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "b" type: "InnerProduct" bottom: "x" top: "yb" param { name: "w" } param { name: "b" lr_mult: 0 }
+  inner_product_param { num_output: 2 } }
+"""
+
+
+def test_parameter_sharing_by_name():
+    net = net_from_text(SHARED)
+    assert net.params["a"][0] is net.params["b"][0]
+    assert len(net.learnable_params) == 2
+    assert net.learnable_params[1].lr_mult == 0  # the sharer's explicit lr_mult applies
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)
+    out = net.forward(x=x)
+    np.testing.assert_array_equal(out["ya"], out["yb"])
+    net.backward(ya=np.ones((1, 2), np.float32), yb=np.ones((1, 2), np.float32))
+    np.testing.assert_allclose(net.params["a"][0].diff, 2 * np.ones((2, 1)) @ x, rtol=1e-6)
+
+
+def test_lr_mult_zero_computes_no_parameter_diff():
+    net = net_from_text(IN_PLACE.replace('top: "h"\n  inner_product_param { num_output: 5',
+                                         'top: "h" param { lr_mult: 0 } param { lr_mult: 0 }\n  inner_product_param { num_output: 5'))
+    net.forward(x=np.ones((1, 6), np.float32))
+    net.backward(y=np.ones((1, 2), np.float32))
+    assert not net.params["ip"][0].diff.any()
+    assert net.params["ip2"][0].diff.any()
+
+
+def test_forward_start_end_and_outputs():
+    net = net_from_text(IN_PLACE)
+    out = net.forward(end="ip", x=np.ones((1, 6), np.float32))
+    assert list(out) == ["h"]
+    assert net.outputs == ["y"] and net.inputs == ["x"]
+    assert net.top_names["ip2"] == ["y"] and net.bottom_names["ip2"] == ["h"]
+
+
+def test_save_and_copy_from_round_trip(tmp_path):
+    net = net_from_text(IN_PLACE)
+    path = tmp_path / "w.caffemodel"
+    net.save(path)
+    other = net_from_text(IN_PLACE)
+    other.copy_from(str(path))
+    for name in net.params:
+        for mine, theirs in zip(net.params[name], other.params[name]):
+            np.testing.assert_array_equal(mine.data, theirs.data)
+    saved = io.read_caffemodel(str(path))
+    assert [layer.name for layer in saved.layer] == net._layer_names
+    assert list(saved.layer[1].blobs[0].shape.dim) == [5, 6]
+
+
+def test_copy_from_shape_mismatch_names_layer_and_shapes(tmp_path):
+    net = net_from_text(IN_PLACE)
+    path = tmp_path / "w.caffemodel"
+    net.save(path)
+    wider = net_from_text(IN_PLACE.replace("num_output: 5", "num_output: 7"))
+    with pytest.raises(caffe.CaffeError, match=r'layer "ip".*\(5, 6\).*\(7, 6\)'):
+        wider.copy_from(str(path))
+
+
+@pytest.mark.parametrize("text, message", [
+    ('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
+     'layer { name: "bad" type: "NoSuchLayer" bottom: "x" top: "y" }', r'unknown layer type "NoSuchLayer"; known types: .*Convolution'),
+    ('layer { name: "r" type: "ReLU" bottom: "nowhere" top: "y" }', r'bottom blob "nowhere".*not produced'),
+    ('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
+     'layer { name: "r" type: "ReLU" bottom: "x" top: "y" }\n'
+     'layer { name: "s" type: "ReLU" bottom: "x" top: "y" }', r'top blob "y" is already produced'),
+    ('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
+     'layer { name: "in" type: "ReLU" bottom: "x" top: "y" }', r'two layers are named "in"'),
+    ('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
+     'layer { name: "r" type: "ReLU" bottom: "x" bottom: "x" top: "y" }', r'"r" \(ReLU\): takes 1 bottom'),
+    ('', r"no layers"),
+])
+def test_build_errors_are_one_line_caffe_errors(text, message):
+    with pytest.raises(caffe.CaffeError, match=message) as info:
+        net_from_text(text)
+    assert "\n" not in str(info.value)
+
+
+def test_blob_views_are_live_and_reshape():
+    net = net_from_text(IN_PLACE)
+    blob = net.blobs["x"]
+    assert (blob.num, blob.channels, blob.height, blob.width) == (1, 6, 1, 1)
+    blob.reshape(3, 6)
+    net.reshape()
+    assert net.blobs["y"].shape == (3, 2)
+    blob.data[...] = 1.0
+    out = net.forward()
+    assert out["y"].shape == (3, 2)
+    np.testing.assert_array_equal(out["y"][0], out["y"][2])
