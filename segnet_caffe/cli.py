@@ -1,0 +1,295 @@
+"""`segnet-caffe`: the `caffe` command-line tool (train, test, time, device_query) and our
+additions (plot a training log, draw a net). Flags accept gflags spellings: -solver x,
+--solver x, --solver=x."""
+import argparse
+import os
+import signal
+import sys
+import time
+
+import torch
+
+from . import mode
+from .errors import CaffeError
+from .logs import add_log_file, get_logger
+
+SIGNAL_EFFECTS = ("stop", "snapshot", "none")
+
+
+def _flag(parser, name, **kwargs):
+    """An option spelled both -name and --name, as gflags accepts."""
+    parser.add_argument(f"-{name}", f"--{name}", dest=name, **kwargs)
+
+
+def _parse_gpus(text):
+    """--gpu 0 | 0,1 | all -> list of device ids ([] when not given)."""
+    if not text:
+        return []
+    if text == "all":
+        return list(range(torch.cuda.device_count()))
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise CaffeError(f'--gpu "{text}": expected a device id, a comma-separated list, or "all"') from None
+
+
+def choose_device(gpu_flag, solver_param=None):
+    """Caffe's rule: --gpu wins; else solver_mode: GPU in the solver file; else the CPU.
+
+    An explicit --gpu without CUDA is an error; `solver_mode: GPU` without CUDA falls back to the
+    CPU and says so in the log.
+    """
+    log = get_logger()
+    gpus = _parse_gpus(gpu_flag)
+    if not gpus and solver_param is not None and solver_param.HasField("solver_mode") \
+            and solver_param.solver_mode == solver_param.GPU:
+        if not torch.cuda.is_available():
+            log.warning("solver_mode: GPU but CUDA is not available on this machine: "
+                        "falling back to the CPU")
+            gpus = []
+        else:
+            gpus = [solver_param.device_id]
+    elif gpus and not torch.cuda.is_available():
+        raise CaffeError(f"--gpu {gpu_flag}: CUDA is not available on this machine "
+                         "(run without --gpu to use the CPU)")
+    if len(gpus) > 1:
+        raise CaffeError(f"--gpu {gpu_flag}: training on several GPUs is not supported yet; "
+                         "give one device id")
+    if not gpus:
+        log.info("Use CPU.")
+        mode.set_mode_cpu()
+    else:
+        log.info(f"Use GPU with device ID {gpus[0]}")
+        mode.set_device(gpus[0])
+        mode.set_mode_gpu()
+    return gpus
+
+
+def _install_signal_handlers(solver, sigint_effect, sighup_effect):
+    log = get_logger()
+
+    def handler_for(effect, name):
+        def handle(signum, frame):
+            if effect == "none":
+                return
+            log.info(f"{name} received: will {effect} after the current iteration")
+            solver.requested_action = effect
+        return handle
+
+    signal.signal(signal.SIGINT, handler_for(sigint_effect, "SIGINT"))
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, handler_for(sighup_effect, "SIGHUP"))
+
+
+def cmd_train(args):
+    from .solver import SOLVERS, read_solver, solver_type
+
+    if not args.solver:
+        raise CaffeError("train: need a solver definition (--solver SOLVER.prototxt)")
+    if args.snapshot and args.weights:
+        raise CaffeError("train: give --snapshot to resume or --weights to finetune, not both")
+    param, _ = read_solver(args.solver)
+    if args.iterations:
+        param.max_iter = args.iterations
+    param.train_state.level = args.level
+    param.train_state.stage.extend(args.stage.split(",") if args.stage else [])
+    log = get_logger()
+    if args.log_file != "none":
+        path = args.log_file or f"{param.snapshot_prefix}_{time.strftime('%Y%m%d-%H%M%S')}.log"
+        if os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        add_log_file(path)
+        log.info(f"Logging to {path}")
+    choose_device(args.gpu, param)
+    log.info("Starting Optimization")
+    solver = SOLVERS[solver_type(param)](param)
+    _install_signal_handlers(solver, args.sigint_effect, args.sighup_effect)
+    if args.snapshot:
+        log.info(f"Resuming from {args.snapshot}")
+    elif args.weights:
+        solver.copy_weights(args.weights)
+    solver.solve(args.snapshot or None)
+    log.info("Optimization Done.")
+    return 0
+
+
+def _scored_net(args):
+    from .net import Net
+
+    if not args.model:
+        raise CaffeError(f"{args.command}: need a model definition (--model NET.prototxt)")
+    choose_device(args.gpu)
+    net = Net(args.model, args.phase, level=args.level,
+              stages=args.stage.split(",") if args.stage else ())
+    if args.weights:
+        for path in args.weights.split(","):
+            net.copy_from(path)
+    return net
+
+
+def cmd_test(args):
+    if not args.weights:
+        raise CaffeError("test: need model weights to score (--weights W.caffemodel)")
+    args.phase = "TEST"
+    net = _scored_net(args)
+    log = get_logger()
+    log.info(f"Running for {args.iterations} iterations.")
+    totals, loss = [], 0.0
+    with torch.no_grad():
+        for i in range(args.iterations):
+            loss += net.forward_range(0, len(net.layers) - 1)
+            index = 0
+            for name in net.outputs:
+                for value in net.blobs[name].data.reshape(-1):
+                    if i == 0:
+                        totals.append([name, 0.0])
+                    totals[index][1] += float(value)
+                    index += 1
+                    log.info(f"Batch {i}, {name} = {value:g}")
+    log.info(f"Loss: {loss / args.iterations:g}")
+    for name, total in totals:
+        mean = total / args.iterations
+        weight = net.blob_loss_weights.get(name, 0.0)
+        suffix = f" (* {weight:g} = {weight * mean:g} loss)" if weight else ""
+        log.info(f"{name} = {mean:g}{suffix}")
+    return 0
+
+
+def _synchronize():
+    if mode.mode() == "gpu":
+        torch.cuda.synchronize()
+
+
+def cmd_time(args):
+    net = _scored_net(args)
+    log = get_logger()
+    last = len(net.layers) - 1
+    log.info("Performing Forward")
+    log.info(f"Initial loss: {net.forward_range(0, last):g}")
+    log.info("Performing Backward")
+    net.backward_range(last, 0)
+    forward_ms = [0.0] * len(net.layers)
+    backward_ms = [0.0] * len(net.layers)
+    log.info("*** Benchmark begins ***")
+    log.info(f"Testing for {args.iterations} iterations.")
+    total_start = time.perf_counter()
+    for j in range(args.iterations):
+        iter_start = time.perf_counter()
+        for i in range(len(net.layers)):
+            start = time.perf_counter()
+            net.forward_range(i, i)
+            _synchronize()
+            forward_ms[i] += (time.perf_counter() - start) * 1e3
+        for i in range(last, -1, -1):
+            start = time.perf_counter()
+            net.backward_range(i, i, keep_graph=False)
+            _synchronize()
+            backward_ms[i] += (time.perf_counter() - start) * 1e3
+        log.info(f"Iteration: {j + 1} forward-backward time: "
+                 f"{(time.perf_counter() - iter_start) * 1e3:g} ms.")
+    total_ms = (time.perf_counter() - total_start) * 1e3
+    log.info("Average time per layer: ")
+    for name, fwd, bwd in zip(net._layer_names, forward_ms, backward_ms):
+        log.info(f"{name:>10}\tforward: {fwd / args.iterations:g} ms.")
+        log.info(f"{name:>10}\tbackward: {bwd / args.iterations:g} ms.")
+    log.info(f"Average Forward pass: {sum(forward_ms) / args.iterations:g} ms.")
+    log.info(f"Average Backward pass: {sum(backward_ms) / args.iterations:g} ms.")
+    log.info(f"Average Forward-Backward: {total_ms / args.iterations:g} ms.")
+    log.info(f"Total Time: {total_ms:g} ms.")
+    log.info("*** Benchmark ends ***")
+    return 0
+
+
+def cmd_device_query(args):
+    log = get_logger()
+    log.info(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    if not torch.cuda.is_available():
+        log.info("No CUDA device is available: the CPU is used.")
+        return 0 if not args.gpu else 1
+    for device_id in _parse_gpus(args.gpu) or range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(device_id)
+        log.info(f"Querying GPUs {device_id}")
+        log.info(f"Device id:                     {device_id}")
+        log.info(f"Name:                          {props.name}")
+        log.info(f"Major revision number:         {props.major}")
+        log.info(f"Minor revision number:         {props.minor}")
+        log.info(f"Total global memory:           {props.total_memory}")
+        log.info(f"Number of multiprocessors:     {props.multi_processor_count}")
+    return 0
+
+
+def cmd_plot(args):
+    from .plots import plot_training_log
+
+    written = plot_training_log(args.log, args.output)
+    print(f"wrote {written}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="segnet-caffe", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub, with_model):
+        _flag(sub, "gpu", default="", help="GPU ids: 0, 0,1 or all (default: CPU)")
+        _flag(sub, "level", type=int, default=0, help="net state level")
+        _flag(sub, "stage", default="", help="comma-separated net state stages")
+        sub.add_argument("--debug", action="store_true", help="show Python tracebacks")
+        if with_model:
+            _flag(sub, "model", default="", help="the net prototxt")
+            _flag(sub, "weights", default="", help="comma-separated .caffemodel files")
+            _flag(sub, "iterations", type=int, default=50, help="batches to run")
+
+    train = commands.add_parser("train", help="train a net with a solver prototxt")
+    common(train, with_model=False)
+    _flag(train, "solver", default="", help="the solver prototxt")
+    _flag(train, "weights", default="", help="comma-separated .caffemodel files to finetune from")
+    _flag(train, "snapshot", default="", help="a .solverstate to resume from")
+    _flag(train, "iterations", type=int, default=0, help="override the solver's max_iter")
+    _flag(train, "sigint_effect", default="stop", choices=SIGNAL_EFFECTS,
+          help="on SIGINT (Ctrl-C): stop (after a snapshot, snapshot_after_train), snapshot, none")
+    _flag(train, "sighup_effect", default="snapshot", choices=SIGNAL_EFFECTS,
+          help="on SIGHUP: stop, snapshot or none")
+    _flag(train, "log_file", default="",
+          help="log file (default: <snapshot_prefix>_<time>.log next to the snapshots; none: off)")
+    train.set_defaults(run=cmd_train)
+
+    test = commands.add_parser("test", help="score a net's outputs over --iterations batches")
+    common(test, with_model=True)
+    test.set_defaults(run=cmd_test)
+
+    timing = commands.add_parser("time", help="per-layer forward/backward timing")
+    common(timing, with_model=True)
+    _flag(timing, "phase", default="TRAIN", choices=("TRAIN", "TEST"))
+    timing.set_defaults(run=cmd_time)
+
+    query = commands.add_parser("device_query", help="describe the compute devices")
+    common(query, with_model=False)
+    query.set_defaults(run=cmd_device_query)
+
+    plot = commands.add_parser("plot", help="plot a training log's loss (and test outputs) to PNG")
+    plot.add_argument("log", help="a training log written by train")
+    plot.add_argument("output", help="the PNG to write")
+    plot.add_argument("--debug", action="store_true")
+    plot.set_defaults(run=cmd_plot)
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("SEGNET_CAFFE_DEBUG") == "1"
+    try:
+        return args.run(args)
+    except CaffeError as exc:
+        if debug:
+            raise
+        print(f"segnet-caffe: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("segnet-caffe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

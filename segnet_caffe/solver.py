@@ -1,0 +1,505 @@
+"""Solvers with Caffe's exact update rules, learning-rate policies, test phases and snapshots.
+
+The order of one iteration is Caffe's: clear parameter diffs; test if due; forward+backward
+`iter_size` times (diffs accumulate); display; then ApplyUpdate = learning rate from the number
+of completed updates, clip the accumulated gradient, and per parameter normalise by iter_size,
+add weight decay, turn the gradient into the update with the solver type's history formula;
+finally data -= update, iter += 1, snapshot if due.
+"""
+import io as _bytes_io
+import math
+import os
+
+import numpy as np
+import torch
+
+from . import io, mode
+from .errors import CaffeError
+from .logs import get_logger
+from .net import Net
+from .proto import caffe_pb2
+
+LEGACY_SOLVER_TYPES = {caffe_pb2.SolverParameter.SGD: "SGD",
+                       caffe_pb2.SolverParameter.NESTEROV: "Nesterov",
+                       caffe_pb2.SolverParameter.ADAGRAD: "AdaGrad",
+                       caffe_pb2.SolverParameter.RMSPROP: "RMSProp",
+                       caffe_pb2.SolverParameter.ADADELTA: "AdaDelta",
+                       caffe_pb2.SolverParameter.ADAM: "Adam"}
+LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
+
+
+def learning_rate(param, iteration, current_step):
+    """Caffe's GetLearningRate for `iteration` completed updates; returns (rate, current_step)."""
+    policy, base = param.lr_policy, param.base_lr
+    if policy == "fixed":
+        return base, current_step
+    if policy == "step":
+        current_step = iteration // param.stepsize
+        return base * param.gamma ** current_step, current_step
+    if policy == "exp":
+        return base * param.gamma ** iteration, current_step
+    if policy == "inv":
+        return base * (1 + param.gamma * iteration) ** (-param.power), current_step
+    if policy == "multistep":
+        if current_step < len(param.stepvalue) and iteration >= param.stepvalue[current_step]:
+            current_step += 1
+            get_logger().info(f"MultiStep Status: Iteration {iteration}, step = {current_step}")
+        return base * param.gamma ** current_step, current_step
+    if policy == "poly":
+        return base * (1 - iteration / param.max_iter) ** param.power, current_step
+    if policy == "sigmoid":
+        return base * (1 / (1 + math.exp(-param.gamma * (iteration - param.stepsize)))), current_step
+    raise CaffeError(f'unknown lr_policy "{policy}"; known: {", ".join(LR_POLICIES)}')
+
+
+def solver_type(param):
+    """The solver type string, upgrading the legacy `solver_type` enum as Caffe does."""
+    if param.HasField("solver_type"):
+        legacy = LEGACY_SOLVER_TYPES[param.solver_type]
+        if param.HasField("type") and param.type != legacy:
+            raise CaffeError(f'solver_type {caffe_pb2.SolverParameter.SolverType.Name(param.solver_type)}'
+                             f' and type "{param.type}" disagree; keep only `type`')
+        return legacy
+    return param.type
+
+
+def read_solver(solver):
+    """A SolverParameter from a path or a message, checked the way Caffe checks it at start."""
+    if isinstance(solver, caffe_pb2.SolverParameter):
+        param, source = solver, "<SolverParameter>"
+    else:
+        param, source = io.read_solver_prototxt(str(solver)), str(solver)
+    if param.lr_policy not in LR_POLICIES:
+        raise CaffeError(f'{source}: unknown lr_policy "{param.lr_policy}"; known: '
+                         f'{", ".join(LR_POLICIES)}')
+    if param.lr_policy == "step" and param.stepsize <= 0:
+        raise CaffeError(f"{source}: lr_policy step needs a positive stepsize, got {param.stepsize}")
+    if param.max_iter <= 0:
+        raise CaffeError(f"{source}: max_iter must be positive, got {param.max_iter}")
+    if solver_type(param) not in SOLVERS:
+        raise CaffeError(f'{source}: unknown solver type "{solver_type(param)}"; known: '
+                         f'{", ".join(SOLVERS)}')
+    if param.iter_size < 1:
+        raise CaffeError(f"{source}: iter_size must be at least 1, got {param.iter_size}")
+    return param, source
+
+
+class Solver:
+    """Caffe's Solver: owns the training net, the test nets and the update history."""
+
+    def __init__(self, solver, weights=None):
+        self.param, self.source = read_solver(solver)
+        self.log = get_logger()
+        if self.param.random_seed >= 0:
+            mode.set_random_seed(self.param.random_seed)
+        self.iter = 0
+        self.current_step = 0
+        self.requested_action = None     # set by signal handlers: "snapshot" or "stop"
+        self.requested_early_exit = False
+        self._callbacks = []
+        self._losses, self.smoothed_loss = [], 0.0
+        self.net = self._train_net()
+        self.test_nets = self._test_nets()
+        for test_net in self.test_nets:
+            test_net.share_with(self.net)
+        self.history = self._initial_history()
+        if weights:
+            self.copy_weights(weights)
+
+    # ----- construction ------------------------------------------------------------------------
+    def _net_state(self, phase, rule):
+        state = caffe_pb2.NetState(phase=phase)
+        state.MergeFrom(rule)
+        state.phase = phase
+        return state
+
+    def _build_net(self, net_param, phase, state_rule):
+        state = self._net_state(phase, state_rule)
+        return Net(net_param, phase, level=state.level, stages=list(state.stage))
+
+    def _read_net(self, path):
+        if not os.path.exists(path):
+            raise CaffeError(f'{self.source}: net file "{path}" does not exist (relative paths are '
+                             f"resolved against the working directory {os.getcwd()})")
+        return io.read_net_prototxt(path)
+
+    def _train_net(self):
+        p = self.param
+        given = [p.HasField("train_net_param"), p.HasField("train_net"), p.HasField("net_param"),
+                 p.HasField("net")]
+        if sum(given) != 1:
+            raise CaffeError(f"{self.source}: give exactly one of net, net_param, train_net, "
+                             f"train_net_param (found {sum(given)})")
+        if p.HasField("train_net_param"):
+            net_param = p.train_net_param
+        elif p.HasField("train_net"):
+            net_param = self._read_net(p.train_net)
+        elif p.HasField("net_param"):
+            net_param = p.net_param
+        else:
+            net_param = self._read_net(p.net)
+        self.log.info("Creating training net from "
+                      + (f"net file: {p.net or p.train_net}" if (p.net or p.train_net) else "net_param"))
+        return self._build_net(net_param, caffe_pb2.TRAIN, p.train_state)
+
+    def _test_nets(self):
+        p = self.param
+        specific = [(param, "test_net_param") for param in p.test_net_param]
+        specific += [(self._read_net(path), f"test_net file: {path}") for path in p.test_net]
+        generic = p.HasField("net") or p.HasField("net_param")
+        if generic:
+            if len(p.test_iter) < len(specific):
+                raise CaffeError(f"{self.source}: test_iter must be given for each test net")
+        elif len(p.test_iter) != len(specific):
+            if p.test_iter and not specific:
+                raise CaffeError(f"{self.source}: test_iter is given but there is no test net "
+                                 "(add test_net, or use `net` for both phases)")
+            raise CaffeError(f"{self.source}: test_iter must be given once for each test net")
+        for _ in range(len(p.test_iter) - len(specific)):
+            specific.append((p.net_param if p.HasField("net_param") else self._read_net(p.net),
+                             "net"))
+        if p.test_state and len(p.test_state) != len(specific):
+            raise CaffeError(f"{self.source}: test_state must be given once per test net or not at all")
+        nets = []
+        for i, (net_param, origin) in enumerate(specific):
+            self.log.info(f"Creating test net (#{i}) specified by {origin}")
+            rule = p.test_state[i] if p.test_state else caffe_pb2.NetState()
+            nets.append(self._build_net(net_param, caffe_pb2.TEST, rule))
+        if nets and p.test_interval <= 0:
+            self.log.info("test_interval is 0: the test nets run only when asked (test_all())")
+        return nets
+
+    def _initial_history(self):
+        return [torch.zeros(p.blob.shape, device=self.net.device) for p in self.net.learnable_params]
+
+    def copy_weights(self, weights):
+        """Initialise the train and test nets by layer name from comma-separated .caffemodel paths."""
+        paths = weights.split(",") if isinstance(weights, str) else list(weights)
+        for path in paths:
+            copied, ignored = self.net.copy_from(path)
+            for name in copied:
+                self.log.info(f"Copying weights of layer {name} from {path}")
+            for name in ignored:
+                self.log.info(f"Ignoring source layer {name} of {path} (no layer of that name)")
+            for test_net in self.test_nets:
+                test_net.copy_from(path)
+
+    # ----- callbacks and signals ---------------------------------------------------------------
+    def add_callback(self, on_start=None, on_gradients_ready=None):
+        """Call `on_start()` before each iteration and `on_gradients_ready()` before each update."""
+        self._callbacks.append((on_start, on_gradients_ready))
+
+    def _take_request(self):
+        action, self.requested_action = self.requested_action, None
+        return action
+
+    # ----- training ----------------------------------------------------------------------------
+    def _update_smoothed_loss(self, loss, start_iter):
+        average = max(1, self.param.average_loss)
+        if len(self._losses) < average:
+            self._losses.append(loss)
+            self.smoothed_loss = (self.smoothed_loss * (len(self._losses) - 1) + loss) / len(self._losses)
+        else:
+            index = (self.iter - start_iter) % average
+            self.smoothed_loss += (loss - self._losses[index]) / average
+            self._losses[index] = loss
+
+    def forward_backward(self):
+        """One forward and backward pass of the training net; returns its loss."""
+        last = len(self.net.layers) - 1
+        loss = self.net.forward_range(0, last)
+        self.net.backward_range(last, 0, keep_graph=False)
+        return loss
+
+    def step(self, iters):
+        """Run `iters` training iterations (Caffe's Solver::Step)."""
+        start_iter, stop_iter = self.iter, self.iter + iters
+        self._losses, self.smoothed_loss = [], 0.0
+        p = self.param
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if p.test_interval and self.iter % p.test_interval == 0 and (
+                    self.iter > 0 or p.test_initialization):
+                self.test_all()
+                if self.requested_early_exit:
+                    break
+            for on_start, _ in self._callbacks:
+                if on_start:
+                    on_start()
+            loss = sum(self.forward_backward() for _ in range(p.iter_size)) / p.iter_size
+            self._update_smoothed_loss(loss, start_iter)
+            if p.display and self.iter % p.display == 0:
+                self.log.info(f"Iteration {self.iter}, loss = {self.smoothed_loss:g}")
+                self._log_outputs(self.net, "Train", None)
+            for _, on_gradients_ready in self._callbacks:
+                if on_gradients_ready:
+                    on_gradients_ready()
+            self.apply_update()
+            self.iter += 1
+            request = self._take_request()
+            if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
+                self.snapshot()
+            if request == "stop":
+                self.requested_early_exit = True
+                break
+
+    def solve(self, resume_file=None):
+        """Train to max_iter (resuming from a .solverstate if given), Caffe's Solver::Solve."""
+        self.log.info(f"Solving {self.net.name}")
+        self.log.info(f"Learning Rate Policy: {self.param.lr_policy}")
+        self.requested_early_exit = False
+        if resume_file:
+            self.log.info(f"Restoring previous solver status from {resume_file}")
+            self.restore(resume_file)
+        self.step(self.param.max_iter - self.iter)
+        p = self.param
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            self.snapshot()
+        if self.requested_early_exit:
+            self.log.info("Optimization stopped early.")
+            return
+        if p.display and self.iter % p.display == 0:
+            with torch.no_grad():
+                loss = self.net.forward_range(0, len(self.net.layers) - 1)
+            self._update_smoothed_loss(loss, self.iter)
+            self.log.info(f"Iteration {self.iter}, loss = {self.smoothed_loss:g}")
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        self.log.info("Optimization Done.")
+
+    def _log_outputs(self, net, kind, scores):
+        """`Train net output #k: name = v (* w = w*v loss)` lines, as Caffe prints them."""
+        index = 0
+        for name in net.outputs:
+            values = (scores[name] if scores is not None else net.blobs[name].data).reshape(-1)
+            weight = net.blob_loss_weights.get(name, 0.0)
+            for value in values:
+                suffix = f" (* {weight:g} = {weight * value:g} loss)" if weight else ""
+                self.log.info(f"    {kind} net output #{index}: {name} = {value:g}{suffix}")
+                index += 1
+
+    # ----- testing -----------------------------------------------------------------------------
+    def test_all(self):
+        """Run every test net for its test_iter batches and log the averaged outputs."""
+        return [self.test(i) for i in range(len(self.test_nets))]
+
+    def test(self, index):
+        """Caffe's Solver::Test: the mean of each output of test net `index` over test_iter batches."""
+        self.log.info(f"Iteration {self.iter}, Testing net (#{index})")
+        net, iters = self.test_nets[index], self.param.test_iter[index]
+        totals, loss = {}, 0.0
+        with torch.no_grad():
+            for _ in range(iters):
+                if self.requested_action == "stop":
+                    self.requested_early_exit = True
+                    return None
+                loss += net.forward_range(0, len(net.layers) - 1)
+                for name in net.outputs:
+                    value = net.blobs[name].data.astype(np.float64).copy()
+                    totals[name] = totals[name] + value if name in totals else value
+        if self.param.test_compute_loss:
+            self.log.info(f"Test loss: {loss / iters:g}")
+        scores = {name: total / iters for name, total in totals.items()}
+        self._log_outputs(net, "Test", scores)
+        return scores
+
+    # ----- update ------------------------------------------------------------------------------
+    def apply_update(self):
+        """Caffe's ApplyUpdate: rate, clipping, then normalise/regularise/update each parameter."""
+        rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
+        if self.param.display and self.iter % self.param.display == 0:
+            self.log.info(f"Iteration {self.iter}, lr = {rate:g}")
+        params = self.net.learnable_params
+        with torch.no_grad():
+            self._clip_gradients(params)
+            for index, param in enumerate(params):
+                diff = param.blob.diff_tensor()
+                if self.param.iter_size > 1:
+                    diff *= 1.0 / self.param.iter_size
+                self._regularize(param, diff)
+                self.compute_update_value(index, diff, rate * param.lr_mult)
+                data = param.blob.tensor()
+                data -= diff
+
+    def _clip_gradients(self, params):
+        threshold = self.param.clip_gradients
+        if threshold < 0:
+            return
+        norm = math.sqrt(sum(float((p.blob.diff_tensor().double() ** 2).sum()) for p in params))
+        if norm > threshold:
+            factor = threshold / norm
+            self.log.info(f"Gradient clipping: scaling down gradients (L2 norm {norm:g} > "
+                          f"{threshold:g}) by scale factor {factor:g}")
+            for p in params:
+                p.blob.diff_tensor().mul_(factor)
+
+    def _regularize(self, param, diff):
+        decay = self.param.weight_decay * param.decay_mult
+        if not decay:
+            return
+        data = param.blob.tensor()
+        if self.param.regularization_type == "L2":
+            diff.add_(data, alpha=decay)
+        elif self.param.regularization_type == "L1":
+            diff.add_(torch.sign(data), alpha=decay)
+        else:
+            raise CaffeError(f'unknown regularization_type "{self.param.regularization_type}"; '
+                             "known: L1, L2")
+
+    def compute_update_value(self, index, diff, local_rate):
+        """Turn the regularised gradient `diff` into the update, in place (per solver type)."""
+        raise NotImplementedError
+
+    # ----- snapshots ---------------------------------------------------------------------------
+    def _snapshot_path(self, extension):
+        return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
+
+    def snapshot(self):
+        """Write <prefix>_iter_N.caffemodel and .solverstate (atomically), plus the resume extras."""
+        if self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5:
+            raise CaffeError("snapshot_format: HDF5 is not supported by this toolkit; use "
+                             "BINARYPROTO (the default)")
+        model_path = self._snapshot_path(".caffemodel")
+        directory = os.path.dirname(model_path)
+        if directory and not os.path.isdir(directory):
+            raise CaffeError(f'snapshot_prefix "{self.param.snapshot_prefix}": folder '
+                             f'"{directory}" does not exist')
+        self.log.info(f"Snapshotting to binary proto file {model_path}")
+        io.write_caffemodel(model_path, self.net.to_proto(self.param.snapshot_diff))
+        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_path,
+                                      current_step=self.current_step)
+        for tensor in self.history:
+            state.history.add().CopyFrom(io.array_to_blobproto(tensor.cpu().numpy()))
+        state_path = self._snapshot_path(".solverstate")
+        self.log.info(f"Snapshotting solver state to binary proto file {state_path}")
+        io.atomic_write_bytes(state_path + ".resume", self._resume_extras())
+        io.atomic_write_bytes(state_path, state.SerializeToString())
+        return model_path, state_path
+
+    def _resume_extras(self):
+        """What Caffe's solverstate lacks for an exact resume: data positions and random state."""
+        extras = {"iter": self.iter, "torch_rng": torch.get_rng_state(),
+                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                  "layers": [{layer.name: layer.state() for layer in net.layers
+                              if layer.state() is not None}
+                             for net in [self.net] + self.test_nets]}
+        buffer = _bytes_io.BytesIO()
+        torch.save(extras, buffer)
+        return buffer.getvalue()
+
+    def restore(self, state_path):
+        """Resume from a .solverstate: iteration, lr step, history, weights, and our extras."""
+        state = io.read_solverstate(state_path)
+        if len(state.history) != len(self.history):
+            raise CaffeError(f"{state_path}: holds {len(state.history)} history blobs but this "
+                             f"solver needs {len(self.history)}: it was written for another net "
+                             "or solver type")
+        history = []
+        for i, (proto, current) in enumerate(zip(state.history, self.history)):
+            array = io.blobproto_to_array(proto)
+            if array.size != current.numel():
+                raise CaffeError(f"{state_path}: history blob {i} has shape {array.shape}, the "
+                                 f"net's parameter {self.net.learnable_params[i % len(self.net.learnable_params)].name} "
+                                 f"has {tuple(current.shape)}: the state belongs to another net")
+            history.append(torch.from_numpy(array.reshape(current.shape)).to(current.device))
+        if state.learned_net:
+            self.net.copy_from(state.learned_net)
+        self.history = history
+        self.iter, self.current_step = state.iter, state.current_step
+        extras_path = state_path + ".resume"
+        if os.path.exists(extras_path):
+            extras = torch.load(extras_path, weights_only=False)
+            torch.set_rng_state(extras["torch_rng"])
+            if extras["cuda_rng"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(extras["cuda_rng"])
+            for net, states in zip([self.net] + self.test_nets, extras["layers"]):
+                for name, layer_state in states.items():
+                    if name in net.layer_dict:
+                        net.layer_dict[name].load_state(layer_state)
+        else:
+            self.log.info(f"{extras_path} not found: data layers restart from the beginning of "
+                          "their lists, as in Caffe")
+
+
+class SGDSolver(Solver):
+    """SGD with momentum: h = momentum*h + local_lr*g; update = h."""
+
+    def compute_update_value(self, index, diff, local_rate):
+        history = self.history[index]
+        history.mul_(self.param.momentum).add_(diff, alpha=local_rate)
+        diff.copy_(history)
+
+
+class NesterovSolver(Solver):
+    """Nesterov: h' = momentum*h + local_lr*g; update = (1+momentum)*h' - momentum*h."""
+
+    def compute_update_value(self, index, diff, local_rate):
+        history = self.history[index]
+        previous = history.clone()
+        history.mul_(self.param.momentum).add_(diff, alpha=local_rate)
+        diff.copy_(history * (1 + self.param.momentum) - previous * self.param.momentum)
+
+
+class AdaGradSolver(Solver):
+    """AdaGrad: h += g^2; update = local_lr * g / (sqrt(h) + delta)."""
+
+    def compute_update_value(self, index, diff, local_rate):
+        history = self.history[index]
+        history.add_(diff * diff)
+        diff.copy_(local_rate * diff / (history.sqrt() + self.param.delta))
+
+
+class RMSPropSolver(Solver):
+    """RMSProp: h = rms_decay*h + (1-rms_decay)*g^2; update = local_lr * g / (sqrt(h) + delta)."""
+
+    def compute_update_value(self, index, diff, local_rate):
+        history = self.history[index]
+        decay = self.param.rms_decay
+        history.mul_(decay).add_(diff * diff, alpha=1 - decay)
+        diff.copy_(local_rate * diff / (history.sqrt() + self.param.delta))
+
+
+class _TwoHistorySolver(Solver):
+    """Solvers keeping a second history per parameter, stored after the first (Caffe's layout)."""
+
+    def _initial_history(self):
+        first = super()._initial_history()
+        return first + [torch.zeros_like(h) for h in first]
+
+    def second_history(self, index):
+        return self.history[index + len(self.net.learnable_params)]
+
+
+class AdaDeltaSolver(_TwoHistorySolver):
+    """AdaDelta: h = m*h + (1-m)*g^2; u = g*sqrt((hu+delta)/(h+delta)); hu = m*hu + (1-m)*u^2; update = local_lr*u."""
+
+    def compute_update_value(self, index, diff, local_rate):
+        momentum, delta = self.param.momentum, self.param.delta
+        history, update_history = self.history[index], self.second_history(index)
+        history.mul_(momentum).add_(diff * diff, alpha=1 - momentum)
+        update = diff * ((update_history + delta) / (history + delta)).sqrt()
+        update_history.mul_(momentum).add_(update * update, alpha=1 - momentum)
+        diff.copy_(local_rate * update)
+
+
+class AdamSolver(_TwoHistorySolver):
+    """Adam: m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2; update = local_lr*sqrt(1-b2^t)/(1-b1^t)*m/(sqrt(v)+delta)."""
+
+    def compute_update_value(self, index, diff, local_rate):
+        beta1, beta2 = self.param.momentum, self.param.momentum2
+        m, v = self.history[index], self.second_history(index)
+        t = self.iter + 1
+        correction = math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+        m.mul_(beta1).add_(diff, alpha=1 - beta1)
+        v.mul_(beta2).add_(diff * diff, alpha=1 - beta2)
+        diff.copy_(local_rate * correction * m / (v.sqrt() + self.param.delta))
+
+
+SOLVERS = {"SGD": SGDSolver, "Nesterov": NesterovSolver, "AdaGrad": AdaGradSolver,
+           "RMSProp": RMSPropSolver, "AdaDelta": AdaDeltaSolver, "Adam": AdamSolver}
+
+
+def get_solver(solver, weights=None):
+    """The solver its prototxt's `type` (or legacy solver_type) names, as pycaffe's get_solver."""
+    param, _ = read_solver(solver)
+    return SOLVERS[solver_type(param)](solver, weights=weights)

@@ -1,0 +1,87 @@
+"""The tiny SegNet trained by real Caffe (SGD, step policy, snapshots, resume, iter_size 2)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segnet_caffe import io
+from segnet_caffe.solver import get_solver
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SOLVER_DIR = SHARED / "conformance" / "solver"
+pytestmark = pytest.mark.skipif(not SOLVER_DIR.is_dir(),
+                                reason=f"solver conformance fixtures not found at {SOLVER_DIR}")
+
+
+def close(actual, expected, what, rtol=1e-4):
+    atol = rtol * max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
+
+
+def solver_in_shared(monkeypatch, tmp_path, name, prefix):
+    """The fixture's solver, run from shared/ (its paths are relative to it), snapshotting to tmp."""
+    monkeypatch.chdir(SHARED)
+    param = io.read_solver_prototxt(str(SOLVER_DIR / name))
+    param.snapshot_prefix = str(tmp_path / prefix)
+    return get_solver(param)
+
+
+def weights(net):
+    return {f"{layer}__{i}": blob.data.copy() for layer, blobs in net.params.items()
+            for i, blob in enumerate(blobs)}
+
+
+def test_sgd_run_matches_caffe_losses_weights_and_history(monkeypatch, tmp_path):
+    expected = np.load(SOLVER_DIR / "result_sgd.npz")
+    solver = solver_in_shared(monkeypatch, tmp_path, "solver_sgd_run.prototxt", "run")
+    solver.net.copy_from("conformance/solver/init.caffemodel")
+    losses = []
+    for iteration in range(20):
+        solver.step(1)
+        losses.append(solver.smoothed_loss)
+        current = weights(solver.net)
+        for key, value in current.items():
+            close(value, expected[f"wtrace__{key}"][iteration + 1], f"{key} after update {iteration + 1}")
+        if iteration + 1 in (10, 20):
+            for i, history in enumerate(solver.history):
+                close(history.numpy(), expected[f"history{iteration + 1}__{i}"], f"history {i}")
+    close(np.array(losses), expected["loss_pycaffe"], "losses", rtol=1e-5)
+
+
+def test_resume_from_real_caffe_snapshot(monkeypatch, tmp_path):
+    expected = np.load(SOLVER_DIR / "result_sgd.npz")
+    solver = solver_in_shared(monkeypatch, tmp_path, "solver_sgd_resume.prototxt", "resume")
+    solver.solve("conformance/solver/snap_sgd_run_iter_10.solverstate")
+    assert solver.iter == 20
+    for key, value in weights(solver.net).items():
+        close(value, expected[f"w20__{key}"], f"{key} at iteration 20 after resume")
+    assert (tmp_path / "resume_iter_20.caffemodel").exists()
+
+
+def test_iter_size_two_matches_caffe(monkeypatch, tmp_path):
+    expected = np.load(SOLVER_DIR / "result_sgd_itersize2.npz")
+    solver = solver_in_shared(monkeypatch, tmp_path, "solver_sgd_itersize2.prototxt", "is2")
+    solver.net.copy_from("conformance/solver/init.caffemodel")
+    for iteration in range(6):
+        solver.step(1)
+        for key, value in weights(solver.net).items():
+            close(value, expected[f"wtrace__{key}"][iteration + 1], f"{key} after update {iteration + 1}")
+
+
+def test_our_snapshot_matches_caffes_snapshot_messages(monkeypatch, tmp_path):
+    solver = solver_in_shared(monkeypatch, tmp_path, "solver_sgd_run.prototxt", "ours")
+    solver.net.copy_from("conformance/solver/init.caffemodel")
+    solver.step(10)
+    ours = io.read_caffemodel(str(tmp_path / "ours_iter_10.caffemodel"))
+    theirs = io.read_caffemodel(str(SOLVER_DIR / "snap_sgd_run_iter_10.caffemodel"))
+    assert [(l.name, l.type, len(l.blobs)) for l in ours.layer] == \
+        [(l.name, l.type, len(l.blobs)) for l in theirs.layer]
+    for mine, real in zip(ours.layer, theirs.layer):
+        for a, b in zip(mine.blobs, real.blobs):
+            assert list(a.shape.dim) == list(b.shape.dim)
+            close(io.blobproto_to_array(a), io.blobproto_to_array(b), mine.name)
+    state = io.read_solverstate(str(tmp_path / "ours_iter_10.solverstate"))
+    real_state = io.read_solverstate(str(SOLVER_DIR / "snap_sgd_run_iter_10.solverstate"))
+    assert (state.iter, state.current_step) == (real_state.iter, real_state.current_step)
+    assert [list(h.shape.dim) for h in state.history] == [list(h.shape.dim) for h in real_state.history]
