@@ -1,0 +1,53 @@
+"""ImageData (BVLC): batches of images and integer class labels from a list file."""
+import numpy as np
+
+from . import register_layer
+from .image_io import ListDataLayer, Transformer, decode, read_list, stack
+
+
+@register_layer("ImageData")
+class ImageDataLayer(ListDataLayer):
+    """Images with one integer label each, listed as `path label` lines in a text file.
+
+    Parameters: image_data_param.source (list file), root_folder (prefix of every path), batch_size, shuffle, rand_skip, new_height/new_width (resize), is_color (true); transform_param.scale, mean_value / mean_file, crop_size (random in TRAIN, centred in TEST), mirror (random).
+    Forward: data = (image - mean) * scale, (N, C, H, W) float, BGR 0..255 before the transform; label = the listed integers, (N,) float; the list wraps inside a batch.
+    Backward: none.
+    """
+
+    top_count = (2, 2)
+
+    def setup(self, bottom_shapes):
+        param = self.param.image_data_param
+        if (param.new_height > 0) != (param.new_width > 0):
+            raise self.error("set new_height and new_width together (or neither)")
+        self.root = param.root_folder
+        self.is_color = param.is_color
+        self.new_size = (param.new_height, param.new_width)
+        self.source = param.source
+        self.transform = Transformer(self, self.param.transform_param, self.phase)
+
+        def parse(tokens):
+            # The label is the last field; a path may contain spaces, as BVLC's find_last_of(' ').
+            if len(tokens) < 2:
+                raise ValueError("no label")
+            try:
+                return " ".join(tokens[:-1]), int(tokens[-1])
+            except ValueError:
+                raise ValueError(f"the label {tokens[-1]!r} is not an integer") from None
+
+        self.entries = read_list(self, param.source, parse, '"image_path integer_label"')
+        self.start(param.source, param.batch_size, param.shuffle, param.rand_skip,
+                   self.transform.random)
+
+    def load_batch(self, k):
+        """Batch k's (data, label) arrays."""
+        images, labels, names = [], [], []
+        for position in self.order.positions(k):
+            number, (name, label) = self.entries[self.order.entry(position)]
+            where = f"{self.source}:{number}"
+            path = self.root + name
+            image = decode(self, path, where, self.is_color, *self.new_size)
+            images.append(self.transform(image, self.order.rng(position), where))
+            labels.append(label)
+            names.append(f'"{path}" ({where})')
+        return [stack(self, images, names, "image"), np.asarray(labels, dtype=np.float32)]

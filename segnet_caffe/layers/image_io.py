@@ -1,0 +1,268 @@
+"""What ImageData and DenseImageData share: list files, OpenCV decoding as Caffe's
+ReadImageToCVMat, Caffe's DataTransformer on cv::Mats, the batch order, and the data-layer base.
+
+A batch is a pure function of its index k (`ListDataLayer.load_batch(k)`): the order of epoch e
+is a permutation drawn from (seed, e) and each item's random crop/mirror from (seed, position),
+so the loader's whole state is (seed, k), a resumed run continues with the same data, and a
+background thread can decode batch k+1 while batch k trains.
+"""
+import os
+
+import cv2
+import numpy as np
+import torch
+
+from .base import BaseLayer
+from .. import mode
+from ..logs import get_logger
+
+
+# ----- list files --------------------------------------------------------------------------------
+def read_list(layer, source, parse, what):
+    """The entries of list file `source` as (line number, parse(tokens)) for each non-blank line.
+
+    `parse` returns the entry or raises ValueError saying what is wrong; `what` describes a
+    line's expected form for the error messages. Relative paths are read from the working
+    directory, as Caffe does.
+    """
+    if not source:
+        raise layer.error("no source: set the list file (one " + what + " per line)")
+    if not os.path.isfile(source):
+        raise layer.error(f'list file "{source}" does not exist (relative paths are read from the '
+                          f"working directory {os.getcwd()})")
+    entries = []
+    with open(source, encoding="utf-8", errors="surrogateescape") as stream:
+        for number, line in enumerate(stream, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            try:
+                entries.append((number, parse(tokens)))
+            except ValueError as exc:
+                raise layer.error(f"{source}:{number}: {exc}; expected {what}, got "
+                                  f"{line.strip()!r}") from None
+    if not entries:
+        raise layer.error(f'list file "{source}" is empty: it needs one {what} per line')
+    return entries
+
+
+# ----- decoding ----------------------------------------------------------------------------------
+def decode(layer, path, where, is_color, new_height=0, new_width=0, nearest=False):
+    """Caffe's ReadImageToCVMat: an HxWxC uint8 array (BGR, or C=1 for grayscale), resized to
+    new_height x new_width when both are set, bilinearly (images) or nearest-neighbour (labels)."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        reason = "no such file" if not os.path.isfile(path) else "OpenCV cannot decode it"
+        raise layer.error(f'{where}: cannot read image "{path}": {reason}')
+    if new_height > 0 and new_width > 0:
+        image = cv2.resize(image, (new_width, new_height),
+                           interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    return image
+
+
+# ----- Caffe's DataTransformer -------------------------------------------------------------------
+def read_mean_file(layer, path):
+    """A .binaryproto mean blob as a (C, H, W) float32 array."""
+    from .. import io
+    from ..errors import CaffeError
+
+    if not os.path.isfile(path):
+        raise layer.error(f'transform_param.mean_file "{path}" does not exist (relative paths are '
+                          f"read from the working directory {os.getcwd()})")
+    try:
+        mean = io.read_binaryproto(path)
+    except CaffeError as exc:
+        raise layer.error(f"transform_param.mean_file: {exc}") from None
+    while mean.ndim > 3 and mean.shape[0] == 1:
+        mean = mean[0]
+    if mean.ndim != 3:
+        raise layer.error(f'transform_param.mean_file "{path}" holds a blob of shape '
+                          f"{mean.shape}; expected (1, C, H, W)")
+    return mean
+
+
+class Transformer:
+    """Caffe's DataTransformer::Transform(cv::Mat): optional crop_size crop (random in TRAIN,
+    centred in TEST) and mirror, then (x - mean) * scale, as float32 in NCHW order."""
+
+    def __init__(self, layer, param, phase):
+        from ..proto import caffe_pb2
+
+        self.layer = layer
+        self.scale = np.float32(param.scale)
+        self.crop_size = param.crop_size
+        self.mirror = param.mirror
+        self.train = phase == caffe_pb2.TRAIN
+        if param.HasField("mean_file") and len(param.mean_value):
+            raise layer.error("transform_param: give mean_file or mean_value, not both")
+        self.mean_file = read_mean_file(layer, param.mean_file) if param.HasField("mean_file") \
+            else None
+        self.mean_values = np.asarray(param.mean_value, dtype=np.float32)
+
+    @property
+    def random(self):
+        """Whether the transform draws random numbers."""
+        return self.mirror or (self.crop_size > 0 and self.train)
+
+    def __call__(self, image, rng, where):
+        """The HxWxC uint8 `image` transformed to a CxH'xW' float32 array."""
+        height, width, channels = image.shape
+        mean = None
+        if self.mean_file is not None:
+            if self.mean_file.shape != (channels, height, width):
+                raise self.layer.error(f"{where}: the image is {channels}x{height}x{width} "
+                                       f"(CxHxW) but the mean_file is "
+                                       f"{'x'.join(map(str, self.mean_file.shape))}")
+            mean = self.mean_file
+        elif self.mean_values.size:
+            if self.mean_values.size not in (1, channels):
+                raise self.layer.error(f"transform_param gives {self.mean_values.size} "
+                                       f"mean_value for {channels}-channel images: give one, or "
+                                       "one per channel")
+            mean = np.broadcast_to(self.mean_values.reshape(-1, 1, 1), (channels, 1, 1))
+        do_mirror = self.mirror and bool(rng.integers(2))
+        data = image.transpose(2, 0, 1)
+        if self.crop_size:
+            size = self.crop_size
+            if height < size or width < size:
+                raise self.layer.error(f"{where}: the image is {height}x{width}, smaller than "
+                                       f"crop_size {size}")
+            if self.train:
+                top, left = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
+            else:
+                top, left = (height - size) // 2, (width - size) // 2
+            data = data[:, top:top + size, left:left + size]
+            if mean is not None and mean.shape[1] > 1:
+                mean = mean[:, top:top + size, left:left + size]
+        out = data.astype(np.float32)
+        if mean is not None:
+            out = out - mean
+        if self.scale != 1:
+            out = out * self.scale
+        if do_mirror:
+            out = out[:, :, ::-1]
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+# ----- batch order -------------------------------------------------------------------------------
+class BatchOrder:
+    """Which list entries batch k holds: consecutive positions from `skip`, wrapping to the start
+    inside a batch as Caffe's cursor does; with shuffle, each pass over the list (epoch) in its own
+    permutation drawn from (seed, epoch)."""
+
+    def __init__(self, count, batch_size, shuffle, seed, skip=0):
+        self.count, self.batch_size, self.shuffle = count, batch_size, shuffle
+        self.seed, self.skip = seed, skip
+        self._permutations = {}
+
+    def _permutation(self, epoch):
+        if epoch not in self._permutations:
+            if len(self._permutations) > 4:
+                self._permutations.clear()
+            self._permutations[epoch] = np.random.default_rng([self.seed, epoch]).permutation(
+                self.count)
+        return self._permutations[epoch]
+
+    def positions(self, k):
+        """The global positions of batch k's items (position p is entry p % count of epoch
+        p // count)."""
+        start = self.skip + k * self.batch_size
+        return range(start, start + self.batch_size)
+
+    def entry(self, position):
+        epoch, index = divmod(position, self.count)
+        return int(self._permutation(epoch)[index]) if self.shuffle else index
+
+    def rng(self, position):
+        """The random source of the item at `position` (crop offsets, mirroring)."""
+        return np.random.default_rng([self.seed, position, 1])
+
+
+def stack(layer, arrays, names, what):
+    """The arrays of one batch stacked along a new first axis; a CaffeError naming two items whose
+    sizes differ."""
+    for array, name in zip(arrays[1:], names[1:]):
+        if array.shape != arrays[0].shape:
+            raise layer.error(f"{what} {name} is {_size(array)} but {names[0]} in the same batch "
+                              f"is {_size(arrays[0])}: set new_height/new_width so that a batch's "
+                              "images share one size, or use batch_size 1")
+    return np.stack(arrays)
+
+
+def _size(array):
+    return f"{array.shape[-2]}x{array.shape[-1]} (HxW) with {array.shape[0]} channel(s)"
+
+
+# ----- the data-layer base -----------------------------------------------------------------------
+class ListDataLayer(BaseLayer):
+    """A data layer reading the images of a list file: tops come from `load_batch(k)`.
+
+    Subclasses set `self.entries` (the parsed list), `self.order` (a BatchOrder) in `setup` and
+    implement `load_batch(k)` -> the numpy arrays of the tops for batch k.
+    """
+
+    bottom_count = (0, 0)
+
+    def draw_seed(self, needed):
+        """The seed of the layer's random choices, drawn from torch's generator (seeded by
+        set_random_seed) only when the layer is random, as Caffe draws from its RNG only then."""
+        return int(torch.randint(0, 2 ** 31 - 1, ()).item()) if needed else 0
+
+    def start(self, source, batch_size, shuffle, rand_skip, random):
+        """Build the batch order; log as Caffe does."""
+        if batch_size < 1:
+            raise self.error("batch_size must be at least 1")
+        seed = self.draw_seed(shuffle or rand_skip or random)
+        skip = 0
+        if rand_skip:
+            skip = int(np.random.default_rng([seed, 2]).integers(rand_skip))
+            if skip >= len(self.entries):
+                raise self.error(f"rand_skip drew {skip} but {source} has only "
+                                 f"{len(self.entries)} entries: lower rand_skip")
+        self.order = BatchOrder(len(self.entries), batch_size, shuffle, seed, skip)
+        self.batch = 0
+        self._cache = None
+        log = get_logger()
+        log.info(f"Opening file {source}")
+        if shuffle:
+            log.info("Shuffling data")
+        log.info(f"A total of {len(self.entries)} examples.")
+
+    def load_batch(self, k):
+        raise NotImplementedError
+
+    def _batch_arrays(self, k):
+        if self._cache is not None and self._cache[0] == k:
+            return self._cache[1]
+        arrays = self.load_batch(k)
+        self._cache = (k, arrays)
+        return arrays
+
+    def reshape(self, bottom_shapes):
+        """The shapes of the next batch (decoded now, handed out by the next forward)."""
+        return [tuple(a.shape) for a in self._batch_arrays(self.batch)]
+
+    def forward(self, bottoms):
+        arrays = self._batch_arrays(self.batch)
+        self._cache = None
+        self.batch += 1
+        device = mode.device()
+        return [torch.from_numpy(a).to(device) for a in arrays]
+
+    def state(self):
+        return {"batch": self.batch, "seed": self.order.seed, "skip": self.order.skip,
+                "entries": len(self.entries)}
+
+    def load_state(self, state):
+        if not state:
+            return
+        if state.get("entries", len(self.entries)) != len(self.entries):
+            get_logger().warning(f'layer "{self.name}": the list now has {len(self.entries)} '
+                                 f"entries, {state['entries']} when the state was saved: the "
+                                 "data order will differ")
+        self.order = BatchOrder(len(self.entries), self.order.batch_size, self.order.shuffle,
+                                int(state["seed"]), int(state.get("skip", 0)))
+        self.batch = int(state["batch"])
+        self._cache = None
