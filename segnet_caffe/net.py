@@ -393,7 +393,11 @@ class Net:
             param_targets = [blob for blob, need in zip(layer.blobs, self._param_need_backward[i])
                              if need]
             inputs = [leaf for _, leaf in bottom_targets] + [b.tensor() for b in param_targets]
-            if not outputs or not inputs:
+            if not outputs:  # nothing above depends on this layer (Silence): zero gradients
+                for name, leaf in bottom_targets:
+                    self.blobs[name].set_diff_tensor(torch.zeros_like(leaf))
+                continue
+            if not inputs:
                 continue
             results = torch.autograd.grad(outputs, inputs, grads, allow_unused=True,
                                           retain_graph=keep_graph)

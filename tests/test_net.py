@@ -125,16 +125,26 @@ def test_loss_weight_scales_gradient_and_default_backward_rules():
 
 def test_propagate_down_false_leaves_bottom_diff_untouched():
     text = IN_PLACE.replace('layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "y"',
-                            'layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "y" propagate_down: false')
+                            'layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "y" '
+                            'propagate_down: false loss_weight: 1')
     net = net_from_text(text.replace("force_backward: true", ""))
     net.forward(x=np.ones((1, 6), np.float32))
     net.backward(y=np.ones((1, 2), np.float32))
     assert not net.blobs["h"].diff.any()
     assert net.params["ip2"][0].diff.any()
+    assert not net.params["ip"][0].diff.any()  # nothing below ip2 is backpropagated
+
+
+def test_no_loss_means_no_backward_without_force_backward():
+    net = net_from_text(IN_PLACE.replace("force_backward: true", ""))
+    net.forward(x=np.ones((1, 6), np.float32))
+    net.backward(y=np.ones((1, 2), np.float32))
+    assert not net.params["ip2"][0].diff.any()
 
 
 SHARED = """
 name: "shared"
+force_backward: true
 input: "x"
 input_shape { dim: 1 dim: 3 }
 layer { name: "a" type: "InnerProduct" bottom: "x" top: "ya" param { name: "w" } param { name: "b" }
@@ -157,8 +167,10 @@ def test_parameter_sharing_by_name():
 
 
 def test_lr_mult_zero_computes_no_parameter_diff():
-    net = net_from_text(IN_PLACE.replace('top: "h"\n  inner_product_param { num_output: 5',
-                                         'top: "h" param { lr_mult: 0 } param { lr_mult: 0 }\n  inner_product_param { num_output: 5'))
+    text = IN_PLACE.replace('top: "h"\n  inner_product_param { num_output: 5',
+                            'top: "h" param { lr_mult: 0 } param { lr_mult: 0 }\n  inner_product_param { num_output: 5')
+    text = text.replace('bottom: "h" top: "y"', 'bottom: "h" top: "y" loss_weight: 1')
+    net = net_from_text(text.replace("force_backward: true", ""))
     net.forward(x=np.ones((1, 6), np.float32))
     net.backward(y=np.ones((1, 2), np.float32))
     assert not net.params["ip"][0].diff.any()
