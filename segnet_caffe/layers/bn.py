@@ -1,0 +1,66 @@
+"""BN: the SegNet fork's batch normalisation, affine included, with no running statistics."""
+from . import register_layer
+from ._common import learnable_blob, param_like
+from .base import BaseLayer
+from ..logs import get_logger
+from ..proto import caffe_pb2
+
+FORK_EPS = 1e-9  # the fork's var_eps_, hard-coded in BNLayer::LayerSetUp
+_warned = set()
+
+
+@register_layer("BN")
+class BNLayer(BaseLayer):
+    """Batch normalisation of the SegNet fork.
+
+    Parameters: bn_param.bn_mode (LEARN | INFERENCE), bn_param.scale_filler / shift_filler (constant 0); blobs: scale, shift, each 1xCx1x1.
+    Forward: LEARN (TRAIN and TEST alike): y = scale * (x - mu) / sqrt(var + 1e-9) + shift, mu = E[x], var = E[x^2] - E[x]^2 over (N, H, W), optional tops mu, var; INFERENCE: y = scale * x + shift.
+    Backward: LEARN: dx = scale / sqrt(var + eps) * (dy - mean(dy) - x_norm * mean(dy * x_norm)), dscale = sum(dy * x_norm), dshift = sum(dy); INFERENCE: dx = scale * dy, dscale = sum(dy * x); the diffs of the mu/var tops are ignored and parameter diffs are overwritten, not accumulated.
+    """
+
+    top_count = (1, 3)
+    # BNLayer::Backward_cpu writes scale_diff / shift_diff with beta 0: each backward overwrites.
+    accumulates_param_diffs = False
+
+    def setup(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        if not 2 <= len(shape) <= 4:
+            raise self.error(f"needs a bottom of 2 to 4 axes (N, C[, H, W]), got {tuple(shape)}")
+        p = self.param.bn_param
+        self.learn = p.bn_mode == caffe_pb2.BNParameter.LEARN
+        if len(self.param.top) > 1 and not self.learn:
+            raise self.error("the batch mean/variance tops exist only in bn_mode LEARN")
+        fields = p.DESCRIPTOR.fields_by_name
+        self.eps = p.eps if "eps" in fields and p.HasField("eps") else FORK_EPS
+        if not p.HasField("scale_filler") and "scale_filler" not in _warned:
+            _warned.add("scale_filler")
+            get_logger().warning(f'BN layer "{self.name}" has no scale_filler: the fork starts '
+                                 "scale at 0 (the default constant filler), so the layer outputs "
+                                 "only its shift; give scale_filler { type: \"constant\" value: 1 }")
+        channels = (1, shape[1], 1, 1)
+        self.blobs = [learnable_blob(p.scale_filler, channels),
+                      learnable_blob(p.shift_filler, channels)]
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        channels = self.blobs[0].shape[1]
+        if not 2 <= x.dim() <= 4 or x.shape[1] != channels:
+            raise self.error(f"bottom {tuple(x.shape)} does not have the {channels} channels "
+                             "the layer was set up for")
+        view = (1, channels) + (1,) * (x.dim() - 2)
+        scale = param_like(self.blobs[0], x).reshape(view)
+        shift = param_like(self.blobs[1], x).reshape(view)
+        if not self.learn:
+            return [x * scale + shift]
+        # As the fork: spatial means first, then the batch mean; var = E[x^2] - E[x]^2 (biased).
+        spatial = tuple(range(2, x.dim()))
+        mean = (x.mean(spatial, keepdim=True) if spatial else x).mean(0, keepdim=True)
+        square = x * x
+        mean_sq = (square.mean(spatial, keepdim=True) if spatial else square).mean(0, keepdim=True)
+        var = mean_sq - mean * mean
+        x_norm = (x - mean) / (var + self.eps).sqrt()
+        tops = [x_norm * scale + shift]
+        # Batch statistics as (1, C, 1, 1) blobs; BN's backward ignores their diffs.
+        for stat in (mean, var)[:len(self.param.top) - 1]:
+            tops.append(stat.detach().reshape(1, channels, 1, 1))
+        return tops
