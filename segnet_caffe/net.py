@@ -211,6 +211,7 @@ class Net:
             layer.setup(bottom_shapes)
             for blob in layer.blobs:
                 blob.to(self._device)
+                blob.tensor().requires_grad_(True)  # parameters are autograd leaves
             self._set_top_shapes(layer, layer.reshape(bottom_shapes))
             param_need = self._append_params(layer, param_owner)
             need = any(bottom_need) or any(param_need)
