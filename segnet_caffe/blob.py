@@ -70,8 +70,13 @@ class Blob:
             tensor = torch.zeros(self._shape, dtype=dtype, device=self._device)
             setattr(self, "_" + which, tensor)
         if host is not None:
-            with torch.no_grad():
-                tensor.copy_(torch.from_numpy(np.ascontiguousarray(host)).reshape(tensor.shape))
+            # A fresh tensor, not an in-place copy: autograd may have saved the old one.
+            fresh = torch.from_numpy(np.ascontiguousarray(host)).reshape(tensor.shape)
+            fresh = fresh.to(device=tensor.device, dtype=tensor.dtype)
+            if tensor.requires_grad:
+                fresh.requires_grad_(True)
+            setattr(self, "_" + which, fresh)
+            tensor = fresh
         return tensor
 
     def _numpy(self, which):
