@@ -364,9 +364,15 @@ def test_bn_parameter_diffs_are_overwritten_by_each_backward():
         np.testing.assert_allclose(param.diff, first, rtol=1e-6)
 
 
+def test_bn_inference_leaves_statistics_tops_zero():
+    # The author's inference weights carry mean/var tops (written by compute_bn_statistics).
+    layer = bn_layer("INFERENCE", tops=3)
+    y, mean, var = layer.forward([torch.ones(2, 4, 3, 3)])
+    assert mean.shape == var.shape == (1, 4, 1, 1)
+    assert not mean.any() and not var.any()
+
+
 def test_bn_errors():
-    with pytest.raises(CaffeError, match="only in bn_mode LEARN"):
-        bn_layer("INFERENCE", tops=2)
     with pytest.raises(CaffeError, match="2 to 4 axes"):
         layer_from_text('name: "bn" type: "BN" bottom: "x" top: "y"', [(5,)])
     with pytest.raises(CaffeError, match="4 channels"):

@@ -28,8 +28,6 @@ class BNLayer(BaseLayer):
             raise self.error(f"needs a bottom of 2 to 4 axes (N, C[, H, W]), got {tuple(shape)}")
         p = self.param.bn_param
         self.learn = p.bn_mode == caffe_pb2.BNParameter.LEARN
-        if len(self.param.top) > 1 and not self.learn:
-            raise self.error("the batch mean/variance tops exist only in bn_mode LEARN")
         fields = p.DESCRIPTOR.fields_by_name
         self.eps = p.eps if "eps" in fields and p.HasField("eps") else FORK_EPS
         if not p.HasField("scale_filler") and "scale_filler" not in _warned:
@@ -51,7 +49,9 @@ class BNLayer(BaseLayer):
         scale = param_like(self.blobs[0], x).reshape(view)
         shift = param_like(self.blobs[1], x).reshape(view)
         if not self.learn:
-            return [x * scale + shift]
+            # The fork leaves the optional mean/variance tops unwritten (zeros) in INFERENCE mode.
+            stats = [x.new_zeros((1, channels, 1, 1)) for _ in self.param.top[1:]]
+            return [x * scale + shift] + stats
         # As the fork: spatial means first, then the batch mean; var = E[x^2] - E[x]^2 (biased).
         spatial = tuple(range(2, x.dim()))
         mean = (x.mean(spatial, keepdim=True) if spatial else x).mean(0, keepdim=True)
