@@ -9,9 +9,11 @@ finally data -= update, iter += 1, snapshot if due.
 import io as _bytes_io
 import math
 import os
+import sys
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import io, mode
 from .errors import CaffeError
@@ -216,6 +218,15 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses, self.smoothed_loss = [], 0.0
         p = self.param
+        bar = tqdm(total=iters, desc="train", unit="iter", disable=not sys.stderr.isatty(),
+                   dynamic_ncols=True, leave=False)
+        try:
+            self._step_until(stop_iter, start_iter, bar)
+        finally:
+            bar.close()
+
+    def _step_until(self, stop_iter, start_iter, bar):
+        p = self.param
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
             if p.test_interval and self.iter % p.test_interval == 0 and (
@@ -236,6 +247,8 @@ class Solver:
                     on_gradients_ready()
             self.apply_update()
             self.iter += 1
+            bar.set_postfix(iter=self.iter, loss=f"{self.smoothed_loss:.4g}", refresh=False)
+            bar.update(1)
             request = self._take_request()
             if (p.snapshot and self.iter % p.snapshot == 0) or request == "snapshot":
                 self.snapshot()

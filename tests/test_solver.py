@@ -2,7 +2,6 @@
 snapshots and an exact resume."""
 import math
 
-import cv2
 import numpy as np
 import pytest
 
@@ -125,21 +124,6 @@ def test_clip_gradients_scales_the_whole_gradient():
     np.testing.assert_allclose(solver.net.params["ip"][0].data[0], expected, rtol=1e-6)
 
 
-def write_square_dataset(folder, count, size=8):
-    rng = np.random.RandomState(0)
-    lines = []
-    for i in range(count):
-        image = rng.randint(0, 255, (size, size, 3)).astype(np.uint8)
-        label = np.zeros((size, size), np.uint8)
-        label[2:5, 3:6] = 1
-        label[rng.rand(size, size) > 0.8] = 1
-        cv2.imwrite(str(folder / f"img{i}.png"), image)
-        cv2.imwrite(str(folder / f"lab{i}.png"), label)
-        lines.append(f"{folder}/img{i}.png {folder}/lab{i}.png")
-    (folder / "list.txt").write_text("\n".join(lines) + "\n")
-    return folder / "list.txt"
-
-
 DATA_NET = """
 name: "pixels"
 layer { name: "data" type: "DenseImageData" top: "data" top: "label"
@@ -158,8 +142,8 @@ def pixel_solver(list_file, batch, extra="", shuffle="false", seed=3):
     return SOLVERS["SGD"](param)
 
 
-def test_iter_size_two_of_batch_one_equals_one_of_batch_two(tmp_path):
-    list_file = write_square_dataset(tmp_path, 4)
+def test_iter_size_two_of_batch_one_equals_one_of_batch_two(tiny_dataset):
+    list_file = tiny_dataset
     combined = pixel_solver(list_file, 2)
     split = pixel_solver(list_file, 1, "iter_size: 2")
     np.testing.assert_array_equal(combined.net.params["conv"][0].data, split.net.params["conv"][0].data)
@@ -169,8 +153,8 @@ def test_iter_size_two_of_batch_one_equals_one_of_batch_two(tmp_path):
         np.testing.assert_allclose(a.data, b.data, rtol=1e-5, atol=1e-6)
 
 
-def test_snapshot_files_parse_as_caffe_messages(tmp_path):
-    list_file = write_square_dataset(tmp_path, 4)
+def test_snapshot_files_parse_as_caffe_messages(tmp_path, tiny_dataset):
+    list_file = tiny_dataset
     solver = pixel_solver(list_file, 2, f'snapshot_prefix: "{tmp_path}/snap"')
     solver.step(2)
     model_path, state_path = solver.snapshot()
@@ -183,8 +167,8 @@ def test_snapshot_files_parse_as_caffe_messages(tmp_path):
     assert [list(h.shape.dim) for h in state.history] == [[2, 3, 3, 3], [2]]
 
 
-def test_interrupted_and_resumed_run_gives_identical_weights(tmp_path):
-    list_file = write_square_dataset(tmp_path, 5)
+def test_interrupted_and_resumed_run_gives_identical_weights(tmp_path, tiny_dataset):
+    list_file = tiny_dataset
     extra = f'snapshot: 5 snapshot_prefix: "{tmp_path}/run"'
     whole = pixel_solver(list_file, 2, extra, shuffle="true")
     whole.solve()
