@@ -238,3 +238,10 @@ def test_blob_views_are_live_and_reshape():
     out = net.forward()
     assert out["y"].shape == (3, 2)
     np.testing.assert_array_equal(out["y"][0], out["y"][2])
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the behaviour without CUDA")
+def test_set_mode_gpu_without_cuda_is_a_clear_error():
+    with pytest.raises(caffe.CaffeError, match="CUDA is not available"):
+        caffe.set_mode_gpu()
+    assert caffe.mode.mode() == "cpu"
