@@ -39,13 +39,15 @@ def plot_training_log(log_path, png_path):
     if train:
         loss_axis.plot(*zip(*train), label="training loss", color="tab:blue")
     other_axis = None
+    colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"][1:] * 4)
     for (net, name), points in sorted(tests.items()):
         is_loss = "loss" in name
         axis = loss_axis if is_loss else (other_axis or loss_axis.twinx())
         if not is_loss:
             other_axis = axis
             axis.set_ylabel("test accuracy / score")
-        axis.plot(*zip(*points), marker="o", linestyle="--", label=f"test #{net} {name}")
+        axis.plot(*zip(*points), marker="o", linestyle="--", color=next(colours),
+                  label=f"test #{net} {name}")
     loss_axis.set_xlabel("iteration")
     loss_axis.set_ylabel("loss")
     loss_axis.set_title("Training and validation loss")
