@@ -17,6 +17,7 @@ import math
 import os
 import re
 import secrets
+from io import BytesIO  # the standard library's io (this module is segnet_caffe.io)
 
 import numpy as np
 from google.protobuf import text_format
@@ -292,15 +293,101 @@ def _upgrade_net_input(net, source):
 
 def read_caffemodel(path):
     """Read a binary NetParameter (a .caffemodel: layer definitions with their blobs) and
-    upgrade it (see `upgrade_net`: old caffemodels hold V1 `layers`)."""
+    upgrade it (see `upgrade_net`: old caffemodels hold V1 `layers`). A `.h5` file is read in
+    Caffe's HDF5 layout (layer names and blobs only)."""
+    if os.fspath(path).endswith(".h5"):
+        return _read_hdf5_caffemodel(os.fspath(path))
     net = _read_binary(path, caffe_pb2.NetParameter(), "NetParameter")
     _upgrade_net_in_place(net, os.fspath(path))
     return net
 
 
 def read_solverstate(path):
-    """Read a binary SolverState (a .solverstate snapshot)."""
+    """Read a SolverState snapshot: binary protobuf, or Caffe's HDF5 layout for `.h5`."""
+    if os.fspath(path).endswith(".h5"):
+        return _read_hdf5_solverstate(os.fspath(path))
     return _read_binary(path, caffe_pb2.SolverState(), "SolverState")
+
+
+def write_solverstate(path, state):
+    """Write a SolverState atomically: binary protobuf, or Caffe's HDF5 layout for `.h5`."""
+    if os.fspath(path).endswith(".h5"):
+        atomic_write_bytes(path, _hdf5_bytes(path, lambda f: _fill_hdf5_solverstate(f, state)))
+    else:
+        atomic_write_bytes(path, state.SerializeToString())
+
+
+# ---------------------------------------------------------------------------- HDF5 (snapshot_format: HDF5)
+
+def _h5py(path):
+    try:
+        import h5py
+    except ImportError:
+        raise CaffeError(f"{path}: HDF5 snapshots need h5py (pip install h5py), or use "
+                         "snapshot_format: BINARYPROTO") from None
+    return h5py
+
+
+def _hdf5_bytes(path, fill):
+    """An HDF5 file built in memory by `fill(file)`, as bytes (so it can be written atomically)."""
+    buffer = BytesIO()
+    with _h5py(path).File(buffer, "w") as f:
+        fill(f)
+    return buffer.getvalue()
+
+
+def _open_hdf5(path):
+    h5py = _h5py(path)
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise CaffeError(f"{path}: not a readable HDF5 file ({error})") from None
+
+
+def _fill_hdf5_caffemodel(f, net_param):
+    # Caffe's Net::ToHDF5: /data/<layer name>/<param index>, a group for every layer.
+    data = f.create_group("data")
+    for layer in net_param.layer:
+        group = data.create_group(layer.name)
+        for i, blob in enumerate(layer.blobs):
+            group.create_dataset(str(i), data=blobproto_to_array(blob))
+
+
+def _read_hdf5_caffemodel(path):
+    net = caffe_pb2.NetParameter()
+    with _open_hdf5(path) as f:
+        if "data" not in f:
+            raise CaffeError(f'{path}: no "data" group: not a Caffe HDF5 caffemodel')
+        for name, group in f["data"].items():
+            layer = net.layer.add(name=name)
+            for key in sorted(group, key=int):
+                layer.blobs.add().CopyFrom(array_to_blobproto(group[key][()]))
+    return net
+
+
+def _fill_hdf5_solverstate(f, state):
+    # Caffe's SnapshotSolverStateToHDF5: iter, learned_net, current_step, /history/<index>.
+    f.create_dataset("iter", data=np.array([state.iter], np.int32))
+    f.create_dataset("learned_net", data=state.learned_net)
+    f.create_dataset("current_step", data=np.array([state.current_step], np.int32))
+    history = f.create_group("history")
+    for i, blob in enumerate(state.history):
+        history.create_dataset(str(i), data=blobproto_to_array(blob))
+
+
+def _read_hdf5_solverstate(path):
+    state = caffe_pb2.SolverState()
+    with _open_hdf5(path) as f:
+        try:
+            state.iter = int(np.asarray(f["iter"][()]).reshape(-1)[0])
+            state.current_step = int(np.asarray(f["current_step"][()]).reshape(-1)[0])
+            learned = f["learned_net"][()]
+            state.learned_net = learned.decode() if isinstance(learned, bytes) else str(learned)
+            for key in sorted(f["history"], key=int):
+                state.history.add().CopyFrom(array_to_blobproto(f["history"][key][()]))
+        except KeyError as error:
+            raise CaffeError(f"{path}: not a Caffe HDF5 solverstate (missing {error})") from None
+    return state
 
 
 def read_binaryproto(path):
@@ -435,7 +522,10 @@ def write_caffemodel(path, net_param):
     if not isinstance(net_param, caffe_pb2.NetParameter):
         raise TypeError(f"write_caffemodel needs a caffe_pb2.NetParameter, got "
                         f"{type(net_param).__name__}")
-    atomic_write_bytes(path, net_param.SerializeToString())
+    if os.fspath(path).endswith(".h5"):  # Caffe's HDF5 layout: parameters only
+        atomic_write_bytes(path, _hdf5_bytes(path, lambda f: _fill_hdf5_caffemodel(f, net_param)))
+    else:
+        atomic_write_bytes(path, net_param.SerializeToString())
 
 
 def write_prototxt(path, message):

@@ -369,24 +369,24 @@ class Solver:
 
     def snapshot(self):
         """Write <prefix>_iter_N.caffemodel and .solverstate (atomically), plus the resume extras."""
-        if self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5:
-            raise CaffeError("snapshot_format: HDF5 is not supported by this toolkit; use "
-                             "BINARYPROTO (the default)")
-        model_path = self._snapshot_path(".caffemodel")
+        hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
+        suffix = ".h5" if hdf5 else ""
+        model_path = self._snapshot_path(".caffemodel" + suffix)
         directory = os.path.dirname(model_path)
         if directory and not os.path.isdir(directory):
             raise CaffeError(f'snapshot_prefix "{self.param.snapshot_prefix}": folder '
                              f'"{directory}" does not exist')
-        self.log.info(f"Snapshotting to binary proto file {model_path}")
+        self.log.info(f"Snapshotting to {'HDF5' if hdf5 else 'binary proto'} file {model_path}")
         io.write_caffemodel(model_path, self.net.to_proto(self.param.snapshot_diff))
         state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_path,
                                       current_step=self.current_step)
         for tensor in self.history:
             state.history.add().CopyFrom(io.array_to_blobproto(tensor.cpu().numpy()))
-        state_path = self._snapshot_path(".solverstate")
-        self.log.info(f"Snapshotting solver state to binary proto file {state_path}")
+        state_path = self._snapshot_path(".solverstate" + suffix)
+        self.log.info(f"Snapshotting solver state to {'HDF5' if hdf5 else 'binary proto'} file "
+                      f"{state_path}")
         io.atomic_write_bytes(state_path + ".resume", self._resume_extras())
-        io.atomic_write_bytes(state_path, state.SerializeToString())
+        io.write_solverstate(state_path, state)
         return model_path, state_path
 
     def _resume_extras(self):

@@ -190,3 +190,19 @@ def test_get_solver_reads_type_and_legacy_enum(tmp_path):
         path = tmp_path / "solver.prototxt"
         path.write_text(f'net: "{net_path}" base_lr: 0.1 lr_policy: "fixed" max_iter: 1 {line}\n')
         assert type(get_solver(str(path))) is cls
+
+
+def test_hdf5_snapshots_resume_exactly(tmp_path, tiny_dataset):
+    pytest.importorskip("h5py")
+    extra = f'snapshot: 4 snapshot_format: HDF5 snapshot_prefix: "{tmp_path}/h5"'
+    whole = pixel_solver(tiny_dataset, 2, extra, shuffle="true")
+    whole.step(8)
+    assert (tmp_path / "h5_iter_4.caffemodel.h5").exists()
+    state = io.read_solverstate(str(tmp_path / "h5_iter_4.solverstate.h5"))
+    assert state.iter == 4 and state.learned_net.endswith("h5_iter_4.caffemodel.h5")
+    assert [list(h.shape.dim) for h in state.history] == [[2, 3, 3, 3], [2]]
+    resumed = pixel_solver(tiny_dataset, 2, extra.replace("/h5", "/again"), shuffle="true", seed=5)
+    resumed.restore(str(tmp_path / "h5_iter_4.solverstate.h5"))
+    resumed.step(4)
+    for a, b in zip(whole.net.params["conv"], resumed.net.params["conv"]):
+        np.testing.assert_array_equal(a.data, b.data)
