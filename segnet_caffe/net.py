@@ -421,13 +421,7 @@ class Net:
         end_index = self._layer_index(end, len(self.layers) - 1)
         wanted = list(blobs or [])
         outputs = (self.top_names[end] if end is not None else self.outputs) + wanted
-        if kwargs:
-            if set(kwargs) != set(self.inputs):
-                raise CaffeError(f"forward(): input blob arguments {sorted(kwargs)} do not match "
-                                 f"the net inputs {self.inputs}")
-            for name, value in kwargs.items():
-                self._check_batch(name, value, self.blobs[name].shape)
-                self.blobs[name].data[...] = value
+        self._assign(kwargs, self.inputs, "forward(): input blob", "data")
         self.forward_range(start_index, end_index)
         return {name: self.blobs[name].data for name in dict.fromkeys(outputs)}
 
@@ -437,21 +431,22 @@ class Net:
         end_index = self._layer_index(end, 0)
         wanted = list(diffs or [])
         outputs = (self.bottom_names[end] if end is not None else self.inputs) + wanted
-        if kwargs:
-            if set(kwargs) != set(self.outputs):
-                raise CaffeError(f"backward(): top diff arguments {sorted(kwargs)} do not match "
-                                 f"the net outputs {self.outputs}")
-            for name, value in kwargs.items():
-                self._check_batch(name, value, self.blobs[name].shape)
-                self.blobs[name].diff[...] = value
+        self._assign(kwargs, self.outputs, "backward(): top diff", "diff")
         self.backward_range(start_index, end_index)
         return {name: self.blobs[name].diff for name in dict.fromkeys(outputs)}
 
-    @staticmethod
-    def _check_batch(name, value, shape):
-        if shape and getattr(value, "shape", (None,))[:1] != shape[:1]:
-            raise CaffeError(f'blob "{name}": input of shape {getattr(value, "shape", None)} is '
-                             f"not batch sized for {shape}")
+    def _assign(self, values, expected, what, field):
+        """Write keyword arrays into the named blobs' data or diff, pycaffe's checks first."""
+        if not values:
+            return
+        if set(values) != set(expected):
+            raise CaffeError(f"{what} arguments {sorted(values)} do not match {expected}")
+        for name, value in values.items():
+            shape = self.blobs[name].shape
+            if shape and getattr(value, "shape", (None,))[:1] != shape[:1]:
+                raise CaffeError(f'blob "{name}": array of shape {getattr(value, "shape", None)} '
+                                 f"is not batch sized for {shape}")
+            getattr(self.blobs[name], field)[...] = value
 
     def reshape(self):
         """Recompute every blob's shape from the inputs' (Caffe's Net::Reshape)."""
