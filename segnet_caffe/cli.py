@@ -275,20 +275,26 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    debug = getattr(args, "debug", False) or os.environ.get("SEGNET_CAFFE_DEBUG") == "1"
+def run_reporting_errors(run, debug=False, program="segnet-caffe"):
+    """Call `run()`; a CaffeError becomes one line on stderr and exit status 1 (a traceback only
+    with --debug or SEGNET_CAFFE_DEBUG=1)."""
+    debug = debug or os.environ.get("SEGNET_CAFFE_DEBUG") == "1"
     try:
-        return args.run(args)
+        return run()
     except CaffeError as exc:
         if debug:
             raise
-        print(f"segnet-caffe: error: {exc}", file=sys.stderr)
+        print(f"{program}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("segnet-caffe: interrupted", file=sys.stderr)
+        print(f"{program}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    return run_reporting_errors(lambda: args.run(args), getattr(args, "debug", False))
 
 
 if __name__ == "__main__":

@@ -116,6 +116,22 @@ def insert_splits(net_param):
     return split_param
 
 
+def remove_splits(net_param):
+    """The net without Split layers, their readers wired back to the split blob (the inverse of
+    insert_splits, for writing a net a person will read)."""
+    source = {top: layer.bottom[0] for layer in net_param.layer if layer.type == "Split"
+              for top in layer.top}
+    plain = caffe_pb2.NetParameter()
+    plain.CopyFrom(net_param)
+    del plain.layer[:]
+    for layer in net_param.layer:
+        if layer.type != "Split":
+            kept = plain.layer.add()
+            kept.CopyFrom(layer)
+            kept.bottom[:] = [source.get(name, name) for name in layer.bottom]
+    return plain
+
+
 class _LearnableParam:
     """A parameter blob the solver updates, with its multipliers (Caffe's learnable_params_)."""
 

@@ -9,6 +9,8 @@ import torch
 
 import segnet_caffe as caffe
 from segnet_caffe import io
+from segnet_caffe.bn_statistics import compute_bn_statistics
+from segnet_caffe.net import remove_splits
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SEED = SHARED / "conformance" / "seed"
@@ -18,25 +20,27 @@ pytestmark = [pytest.mark.slow,
 
 def author_net(caffemodel, bn_mode):
     """His net as stored in the caffemodel, reading his test list in order, batch 1, TEST phase."""
-    param = io.read_caffemodel(str(caffemodel))
-    split_source = {top: layer.bottom[0] for layer in param.layer if layer.type == "Split"
-                    for top in layer.top}
-    for layer in list(param.layer):
-        del layer.blobs[:]
-        layer.ClearField("phase")
-        layer.bottom[:] = [split_source.get(name, name) for name in layer.bottom]
-        if layer.type == "Split":
-            param.layer.remove(layer)  # the Net inserts its own
-        elif layer.type == "DenseImageData":
-            data = layer.dense_image_data_param
-            data.source = str(SHARED / "data" / "seed_squares" / "test.txt")
-            data.root_folder = str(SHARED / "data" / "seed_squares") + "/"
-            data.batch_size, data.shuffle = 1, False
-        elif layer.type == "BN":
+    param = author_net_param(caffemodel, "test")
+    for layer in param.layer:
+        if layer.type == "BN":
             layer.bn_param.bn_mode = caffe.caffe_pb2.BNParameter.BNMode.Value(bn_mode)
     net = caffe.Net(param, caffe.TEST)
     net.copy_from(str(caffemodel))
     return net
+
+
+def author_net_param(caffemodel, split):
+    """His net definition from the caffemodel, reading his `split` list in order, batch 1."""
+    param = remove_splits(io.read_caffemodel(str(caffemodel)))
+    for layer in param.layer:
+        del layer.blobs[:]
+        layer.ClearField("phase")
+        if layer.type == "DenseImageData":
+            data = layer.dense_image_data_param
+            data.source = str(SHARED / "data" / "seed_squares" / f"{split}.txt")
+            data.root_folder = str(SHARED / "data" / "seed_squares") + "/"
+            data.batch_size, data.shuffle = 1, False
+    return param
 
 
 def confusion_over_test_set(net, images=100):
@@ -64,3 +68,19 @@ def test_seed_weights_reproduce_real_caffe(weights, bn_mode, record):
     assert round(global_accuracy, 4) == round(expected["global_acc"], 4)
     assert round(iou.mean(), 4) == round(expected["mean_iou"], 4)
     np.testing.assert_allclose(confusion, expected["confusion"], rtol=1e-4, atol=50)
+
+
+def test_bn_statistics_match_the_tutorial_procedure_run_in_real_caffe():
+    """compute_bn_statistics over his 100 training squares gives the weights real Caffe's run of
+    the tutorial procedure gave (../shared/conformance/bn_statistics)."""
+    weights = SHARED / "data" / "seed_models" / "manoj_basic_iter_100.caffemodel"
+    _, folded = compute_bn_statistics(author_net_param(weights, "train"), str(weights), progress=False)
+    reference = io.read_caffemodel(str(SHARED / "conformance" / "bn_statistics" /
+                                       "recomputed_test_weights_py3.caffemodel"))
+    ours = {layer.name: layer.blobs for layer in folded.layer}
+    for layer in reference.layer:
+        for i, blob in enumerate(layer.blobs):
+            expected = io.blobproto_to_array(blob)
+            actual = io.blobproto_to_array(ours[layer.name][i]).reshape(expected.shape)
+            np.testing.assert_allclose(actual, expected, rtol=1e-4,
+                                       atol=1e-4 * np.abs(expected).max(), err_msg=layer.name)

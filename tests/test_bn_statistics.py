@@ -1,0 +1,64 @@
+"""BN statistics folding: INFERENCE mode with folded weights equals normalising by the
+accumulated statistics."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import segnet_caffe as caffe
+from segnet_caffe import io
+from segnet_caffe.bn_statistics import compute_bn_statistics
+
+NET = """
+name: "bn_net"
+layer { name: "data" type: "DenseImageData" top: "data" top: "label"
+  dense_image_data_param { source: "LIST" batch_size: 5 } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "conv_bn" type: "BN" bottom: "conv" top: "conv"
+  bn_param { scale_filler { type: "uniform" min: 0.5 max: 2 } shift_filler { type: "uniform" min: -1 max: 1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "conv" bottom: "label" top: "loss" }
+"""
+
+
+def test_folded_inference_equals_normalising_by_the_accumulated_statistics(tmp_path, tiny_dataset):
+    prototxt = tmp_path / "train.prototxt"
+    prototxt.write_text(NET.replace("LIST", str(tiny_dataset)))
+    learn = caffe.Net(str(prototxt), caffe.TEST)
+    weights = tmp_path / "trained.caffemodel"
+    learn.save(str(weights))
+    with torch.no_grad():
+        learn.forward(end="conv")           # the conv output, before BN overwrites it in place
+        x = learn.blobs["conv"].data.astype(np.float64).copy()
+    inference, folded = compute_bn_statistics(str(prototxt), str(weights), iterations=1,
+                                              progress=False)
+    assert [l.bn_param.bn_mode for l in inference.layer if l.type == "BN"] == [caffe.caffe_pb2.BNParameter.INFERENCE]
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    var = x.var(axis=(0, 2, 3), keepdims=True) * m / (m - 1)
+    scale, shift = (blob.data.astype(np.float64) for blob in learn.params["conv_bn"])
+    expected = scale * (x - mean) / np.sqrt(var + 1e-9) + shift
+    test = caffe.Net(inference, caffe.TEST)
+    test.copy_from(folded)
+    with torch.no_grad():
+        test.forward(end="conv_bn")
+    np.testing.assert_allclose(test.blobs["conv"].data, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_script_writes_weights_and_inference_prototxt_and_warns_at_batch_one(tmp_path, tiny_dataset):
+    prototxt = tmp_path / "train.prototxt"
+    prototxt.write_text(NET.replace("LIST", str(tiny_dataset)).replace("batch_size: 5", "batch_size: 1"))
+    weights = tmp_path / "trained.caffemodel"
+    caffe.Net(str(prototxt), caffe.TEST).save(str(weights))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compute_bn_statistics.py"
+    result = subprocess.run([sys.executable, str(script), str(prototxt), str(weights),
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "batch size is 1" in result.stderr
+    assert "5/5" in result.stderr or "conv_bn: statistics of 5 batches" in result.stderr
+    inference = io.read_net_prototxt(str(tmp_path / "out" / "inference.prototxt"))
+    assert [l.type for l in inference.layer] == ["DenseImageData", "Convolution", "BN", "SoftmaxWithLoss"]
+    net = caffe.Net(inference, caffe.TEST, weights=str(tmp_path / "out" / "test_weights.caffemodel"))
+    assert net.params["conv_bn"][0].shape == (1, 4, 1, 1)
