@@ -61,3 +61,111 @@ def plot_training_log(log_path, png_path):
     figure.savefig(png_path, dpi=100)
     plt.close(figure)
     return png_path
+
+
+# ----- segmentation figures ----------------------------------------------------------------------
+def _pyplot(show=False):
+    """pyplot on the Agg backend (files only), or on the default interactive one for --show."""
+    import matplotlib
+
+    if not show:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(plt, figure, png_path, show):
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=100)
+    if show:
+        plt.show()
+    plt.close(figure)
+    return png_path
+
+
+def uncertainty_to_rgb(uncertainty, vmax=None, cmap="bone_r"):
+    """An HxW uncertainty (variance) map as HxWx3 uint8 RGB, 0..vmax through `cmap` (Bayesian
+    SegNet's script shows it with bone_r, 0 to the image's maximum)."""
+    import matplotlib
+    import numpy as np
+
+    uncertainty = np.asarray(uncertainty, np.float64)
+    vmax = float(uncertainty.max()) if vmax is None else float(vmax)
+    scaled = uncertainty / vmax if vmax > 0 else np.zeros_like(uncertainty)
+    rgba = matplotlib.colormaps[cmap](np.clip(scaled, 0, 1))
+    return np.rint(rgba[..., :3] * 255).astype(np.uint8)
+
+
+def plot_segmentation_sample(png_path, image, ground_truth, prediction, uncertainty=None,
+                             legend=None, title=None, show=False):
+    """Input | ground truth | prediction (| uncertainty) side by side.
+
+    image, ground_truth, prediction: HxWx3 uint8 RGB (labels already coloured, see
+    datasets.colorize); uncertainty: an HxW float map (drawn with bone_r); legend: [(name, RGB)]
+    for a class-colour key under the panels.
+    """
+    import numpy as np
+
+    plt = _pyplot(show)
+    panels = [("input", image), ("ground truth", ground_truth), ("prediction", prediction)]
+    if ground_truth is None:
+        panels.pop(1)
+    if uncertainty is not None:
+        panels.append(("uncertainty (variance)", uncertainty))
+    aspect = image.shape[0] / image.shape[1]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4 * aspect + 1.0),
+                                layout="constrained")
+    for axis, (name, picture) in zip(np.atleast_1d(axes), panels):
+        if name.startswith("uncertainty"):
+            top = max(float(np.max(picture)), 1e-12)
+            shown = axis.imshow(picture, cmap="bone_r", vmin=0, vmax=top)
+            figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+        else:
+            axis.imshow(picture, vmin=0, vmax=255)
+        axis.set_title(name)
+        axis.axis("off")
+    if legend:
+        from matplotlib.patches import Patch
+
+        handles = [Patch(facecolor=np.asarray(colour) / 255.0, edgecolor="grey", label=name)
+                   for name, colour in legend]
+        figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
+                      fontsize="small", frameon=False)
+    if title:
+        figure.suptitle(title)
+    figure.savefig(png_path, dpi=100, bbox_inches="tight")
+    if show:
+        plt.show()
+    plt.close(figure)
+    return png_path
+
+
+def plot_confusion_matrix(png_path, matrix, class_names, normalize=True, show=False):
+    """The confusion matrix (rows: ground truth, columns: prediction) as a heat map, each row
+    divided by its pixel count when `normalize` (so the diagonal is the per-class accuracy)."""
+    import numpy as np
+
+    plt = _pyplot(show)
+    matrix = np.asarray(matrix, np.float64)
+    shown = matrix
+    if normalize:
+        rows = matrix.sum(axis=1, keepdims=True)
+        shown = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    size = max(4.0, 0.6 * len(class_names) + 2)
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    image = axis.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    ticks = np.arange(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axis.set_yticks(ticks, class_names)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("ground-truth class")
+    axis.set_title("confusion matrix" + (" (row-normalised)" if normalize else " (pixels)"))
+    if len(class_names) <= 16:
+        dark = 0.5 if normalize else 0.5 * (shown.max() or 1)  # white text on the darker half
+        for (i, j), value in np.ndenumerate(shown):
+            text = f"{value:.2f}" if normalize else f"{int(value)}"
+            axis.text(j, i, text, ha="center", va="center", fontsize="small",
+                      color="white" if value > dark else "black")
+    return _finish(plt, figure, png_path, show)
