@@ -6,8 +6,9 @@ from google.protobuf import text_format
 from . import io
 from .models import DataSpec, LossSpec, segnet_basic, segnet_squares, segnet_vgg16, solver
 
-# SegNet's CamVid class weights (median-frequency balancing over the tutorial's training set,
-# as published with SegNet-Basic); scripts/prepare_camvid.py recomputes them from the data.
+# The class_weighting published in the SegNet tutorial's segnet_basic_train.prototxt. They do
+# not come out of the shared CamVid labels under any median-frequency rule we tried; to use
+# weights computed from your data: scripts/prepare_camvid.py, then --class-weights.
 CAMVID_CLASS_WEIGHTS = [0.2595, 0.1826, 4.5640, 0.1417, 0.9051, 0.3826, 9.6446, 1.8418,
                         0.6823, 6.2478, 7.3614]
 
