@@ -365,7 +365,8 @@ class Net:
             names = self.param.layer[i]
             bottoms = [self.blobs[b].tensor() for b in names.bottom]
             if record and self._layer_need_backward[i]:
-                leaves = [b.detach().requires_grad_(True) if need and b.is_floating_point() else b
+                # Each layer's graph starts at its own bottoms: backward runs layer by layer.
+                leaves = [b.detach().requires_grad_(need and b.is_floating_point())
                           for b, need in zip(bottoms, self._bottom_need_backward[i])]
                 tops = layer.forward(leaves)
                 self._saved[i] = (leaves, tops)
