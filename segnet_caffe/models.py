@@ -85,21 +85,21 @@ def _dropout(n, name, bottom, variant):
     return getattr(n, name)
 
 
-def _head(n, bottom, loss, variant):
-    n.conv_classifier = L.Convolution(bottom, num_output=loss.num_classes, kernel_size=1,
-                                      param=LEARN_MULTS, weight_filler=dict(type="msra"),
-                                      bias_filler=dict(type="constant"))
+def _head(n, bottom, loss, variant, classifier="conv_classifier"):
+    score = L.Convolution(bottom, num_output=loss.num_classes, kernel_size=1, param=LEARN_MULTS,
+                          weight_filler=dict(type="msra"), bias_filler=dict(type="constant"))
+    setattr(n, classifier, score)
     if variant == "inference":
-        n.prob = L.Softmax(n.conv_classifier)
+        n.prob = L.Softmax(score)
         return
     loss_param = {}
     if loss.ignore_label >= 0:
         loss_param["ignore_label"] = loss.ignore_label
     if loss.class_weighting:
         loss_param.update(weight_by_label_freqs=True, class_weighting=list(loss.class_weighting))
-    n.loss = L.SoftmaxWithLoss(n.conv_classifier, n.label, loss_param=loss_param)
+    n.loss = L.SoftmaxWithLoss(score, n.label, loss_param=loss_param)
     accuracy = dict(ignore_label=loss.ignore_label) if loss.ignore_label >= 0 else {}
-    n.accuracy, n.per_class_accuracy = L.Accuracy(n.conv_classifier, n.label, ntop=2,
+    n.accuracy, n.per_class_accuracy = L.Accuracy(score, n.label, ntop=2,
                                                   accuracy_param=accuracy)
 
 
@@ -167,24 +167,16 @@ def segnet_vgg16(data, loss, variant="train", name="segnet", bayesian=False):
     sizes = _pooled_sizes(data.height, data.width, len(VGG16_BLOCKS))
     for block, channels, depth in reversed(VGG16_BLOCKS):
         top = _upsample(n, block, top, sizes[block - 1])
+        below = VGG16_BLOCKS[block - 2][1] if block > 1 else None  # channels the block hands on
         for j in range(depth, 0, -1):
-            last = j == 1
-            out = (VGG16_BLOCKS[block - 2][1] if block > 1 else 64) if last else channels
-            if block == 1 and last:
+            if j == 1 and below is None:
                 break  # conv1_1_D is the classifier
+            out = below if j == 1 else channels
             top = _conv_bn(n, f"conv{block}_{j}_D", top, out, 3, variant, relu=f"relu{block}_{j}_D")
         if block in dropped:
             top = _dropout(n, f"decdrop{block}", top, variant)
-    _head(n, top, loss, variant)
+    _head(n, top, loss, variant, classifier="conv1_1_D")  # named after the layer it mirrors
     net = n.to_proto()
-    # SegNet names its classifier after the VGG16 layer it mirrors.
-    for layer in net.layer:
-        for names in (layer.bottom, layer.top):
-            for k, blob in enumerate(names):
-                if blob == "conv_classifier":
-                    names[k] = "conv1_1_D"
-        if layer.name == "conv_classifier":
-            layer.name = "conv1_1_D"
     net.name = name
     return net
 
