@@ -46,7 +46,6 @@ def choose_device(gpu_flag, solver_param=None):
         if not torch.cuda.is_available():
             log.warning("solver_mode: GPU but CUDA is not available on this machine: "
                         "falling back to the CPU")
-            gpus = []
         else:
             gpus = [solver_param.device_id]
     elif gpus and not torch.cuda.is_available():
