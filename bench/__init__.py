@@ -1,0 +1,1 @@
+"""Benchmark harness: the engine's variants against a hand-written eager PyTorch SegNet."""

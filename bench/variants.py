@@ -1,0 +1,53 @@
+"""The engine variants the benchmark measures: one entry per way of running the engine.
+
+Each entry is a `Variant`. The harness measures every entry here, each in fresh processes, so
+an option landed in the engine becomes a benchmark column by adding one entry (no other edit):
+
+    Variant("channels_last", "NHWC activations and weights",
+            enable=lambda: segnet_caffe.mode.set_channels_last(True))
+
+Hooks (all optional), called in the measuring process:
+- `enable()`: once, before any Net or Solver is built (global switches: mode flags, env).
+- `prepare_net(net)`: on every engine Net the harness builds, after its weights are set and
+  before it is timed (e.g. fold BN into the convolutions of an inference net). For training
+  it is called on the solver's training net.
+- `edit_solver(solver_param)`: on the SolverParameter before the Solver is built (e.g. a
+  solver flag for bf16 autocast).
+`kinds` says which measurements the variant applies to: "inference" (forward of the
+*_inference.prototxt net), "train" (solver iterations of the *_train.prototxt net) and "data"
+(DenseImageData images/s and the data wait inside a training step).
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+KINDS = ("inference", "train", "data")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the engine (see the module docstring for the hooks)."""
+    name: str
+    description: str
+    enable: Optional[Callable[[], None]] = None
+    prepare_net: Optional[Callable[[object], None]] = None
+    edit_solver: Optional[Callable[[object], None]] = None
+    kinds: tuple = KINDS
+
+
+VARIANTS = [
+    Variant("engine", "the engine's defaults (float32, contiguous NCHW)"),
+]
+
+
+def by_name():
+    """{name: Variant}, checking that names are unique and kinds known."""
+    table = {}
+    for variant in VARIANTS:
+        if variant.name in table:
+            raise ValueError(f'bench/variants.py: two variants are named "{variant.name}"')
+        unknown = set(variant.kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f'bench/variants.py: variant "{variant.name}" has unknown kinds '
+                             f"{sorted(unknown)}; known: {', '.join(KINDS)}")
+        table[variant.name] = variant
+    return table
