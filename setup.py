@@ -12,6 +12,7 @@ setup(
         "numpy",
         "protobuf>=7.35.1,<8",
         "opencv-python-headless",
+        "pillow",
         "matplotlib",
         "tqdm",
     ],

@@ -101,7 +101,7 @@ def cmd_train(args):
         log.info(f"Logging to {path}")
     choose_device(args.gpu, param)
     log.info("Starting Optimization")
-    solver = SOLVERS[solver_type(param)](param)
+    solver = SOLVERS[solver_type(param)](param, source=args.solver)
     _install_signal_handlers(solver, args.sigint_effect, args.sighup_effect)
     if args.snapshot:
         log.info(f"Resuming from {args.snapshot}")

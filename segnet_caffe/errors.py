@@ -3,3 +3,13 @@
 
 class CaffeError(Exception):
     """A user-facing error: its message is one line that says what to fix."""
+
+
+class BadLabelsError(CaffeError):
+    """Label values that are neither a class nor the ignore label; `items` maps each batch item
+    holding some to its bad values, so the net can name the files they came from."""
+
+    def __init__(self, message, bottom_index, items):
+        super().__init__(message)
+        self.bottom_index = bottom_index
+        self.items = items

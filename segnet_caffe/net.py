@@ -12,7 +12,7 @@ import torch
 
 from . import io, mode
 from .blob import Blob
-from .errors import CaffeError
+from .errors import BadLabelsError, CaffeError
 from .layers import create_layer
 from .proto import caffe_pb2
 
@@ -26,6 +26,14 @@ def _phase_value(phase):
     if isinstance(phase, str) and phase.upper() in ("TRAIN", "TEST"):
         return caffe_pb2.Phase.Value(phase.upper())
     raise CaffeError(f"phase must be caffe.TRAIN or caffe.TEST, got {phase!r}")
+
+
+def out_of_memory(error):
+    """Whether `error` is a failed allocation: torch's CUDA OutOfMemoryError, its CPU allocator's
+    RuntimeError, or Python's MemoryError (numpy)."""
+    text = str(error)
+    return (isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in text
+            or "can't allocate memory" in text)
 
 
 def state_meets_rule(state, rule):
@@ -149,10 +157,12 @@ class Net:
 
     Net(model, phase), Net(model, weights, phase) or Net(model, phase, weights=...), where
     `model` is a prototxt path or a NetParameter and `weights` a .caffemodel path; optional
-    `level` and `stages` select layers by their NetStateRules.
+    `level` and `stages` select layers by their NetStateRules, and `source` names a
+    NetParameter in errors (the file it came from). An error in the definition is a CaffeError
+    that starts with the prototxt's name.
     """
 
-    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=()):
+    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=(), source=None):
         if len(args) == 2:
             weights, phase = args
         elif len(args) == 1:
@@ -164,7 +174,8 @@ class Net:
             raise CaffeError("Net needs a phase: caffe.TRAIN or caffe.TEST")
         self.phase = _phase_value(phase)
         if isinstance(model, caffe_pb2.NetParameter):
-            net_param, self.source = io.upgrade_net(model, "<NetParameter>"), "<NetParameter>"
+            self.source = source or "<NetParameter>"
+            net_param = io.upgrade_net(model, self.source)
         else:
             net_param, self.source = io.read_net_prototxt(str(model)), str(model)
         state = caffe_pb2.NetState()
@@ -174,14 +185,22 @@ class Net:
         self.name = net_param.name
         self.force_backward = net_param.force_backward
         self._device = mode.device()
-        self._build(insert_splits(filter_net(net_param, state)))
+        if not net_param.layer:
+            raise CaffeError(f"{self.source}: the net defines no layers")
+        try:
+            self._build(insert_splits(filter_net(net_param, state)))
+        except CaffeError as error:
+            if str(error).startswith(self.source):
+                raise
+            raise CaffeError(f"{self.source}: {error}") from None
         if weights is not None:
             self.copy_from(weights)
 
     # ----- construction ------------------------------------------------------------------------
     def _build(self, param):
         if not param.layer:
-            raise CaffeError(f"{self.source}: the net has no layers for this phase")
+            raise CaffeError(f"{self.source}: no layer of the net is included in the "
+                             f"{caffe_pb2.Phase.Name(self.phase)} phase")
         self.param = param
         self.blobs = OrderedDict()
         self.layers = []
@@ -196,12 +215,14 @@ class Net:
         self._param_need_backward = []
         self._loss_tops = []          # (blob name, loss weight)
         self._saved = {}              # layer index -> (bottom leaves, tops) for backward
+        self._producer = {}           # blob name -> index of the layer that last wrote it
         blob_need_backward = {}
         available = OrderedDict()
         param_owner = {}              # shared param name -> index into self.learnable_params
         for index, layer_param in enumerate(param.layer):
             if layer_param.name in self.top_names:
-                raise CaffeError(f'{self.source}: two layers are named "{layer_param.name}"')
+                raise CaffeError(f'{self.source}: two layers are named "{layer_param.name}" '
+                                 "(layer names must be unique: weights are matched by name)")
             layer = create_layer(layer_param, self.phase)
             layer.check_counts()
             if layer_param.propagate_down and len(layer_param.propagate_down) != len(layer_param.bottom):
@@ -221,6 +242,8 @@ class Net:
                 if not in_place:
                     self.blobs[name] = Blob(device=self._device)
                 available[name] = True
+            for name in layer_param.top:
+                self._producer[name] = index
             if layer_param.type == "Input":
                 self.inputs.extend(layer_param.top)
             bottom_shapes = [self.blobs[b].shape for b in layer_param.bottom]
@@ -363,17 +386,24 @@ class Net:
         for i in range(start, end + 1):
             layer = self.layers[i]
             names = self.param.layer[i]
-            bottoms = [self.blobs[b].tensor() for b in names.bottom]
-            if record and self._layer_need_backward[i]:
-                # Each layer's graph starts at its own bottoms: backward runs layer by layer.
-                leaves = [b.detach().requires_grad_(need and b.is_floating_point())
-                          for b, need in zip(bottoms, self._bottom_need_backward[i])]
-                tops = layer.forward(leaves)
-                self._saved[i] = (leaves, tops)
-            else:
-                self._saved.pop(i, None)
-                with torch.no_grad():
-                    tops = layer.forward(bottoms)
+            try:
+                bottoms = [self.blobs[b].tensor() for b in names.bottom]
+                if record and self._layer_need_backward[i]:
+                    # Each layer's graph starts at its own bottoms: backward runs layer by layer.
+                    leaves = [b.detach().requires_grad_(need and b.is_floating_point())
+                              for b, need in zip(bottoms, self._bottom_need_backward[i])]
+                    tops = layer.forward(leaves)
+                    self._saved[i] = (leaves, tops)
+                else:
+                    self._saved.pop(i, None)
+                    with torch.no_grad():
+                        tops = layer.forward(bottoms)
+            except BadLabelsError as error:
+                raise CaffeError(f"{error}; {self._label_origin(i, error)}") from None
+            except (RuntimeError, MemoryError) as error:
+                if not out_of_memory(error):
+                    raise
+                raise self._out_of_memory_error(i, "forward") from None
             for name, top in zip(names.top, tops):
                 if top is not None:
                     self.blobs[name].set_tensor(top)
@@ -382,6 +412,42 @@ class Net:
                 if weight:
                     loss += weight * float(self.blobs[name].tensor().detach().sum())
         return loss
+
+    def _label_origin(self, index, error):
+        """Which list file lines the bad labels of layer `index` came from (through Splits)."""
+        name = self.param.layer[index].bottom[error.bottom_index]
+        source = self._producer[name]
+        while self.param.layer[source].type == "Split":
+            source = self._producer[self.param.layer[source].bottom[0]]
+        describe = getattr(self.layers[source], "describe_item", None)
+        if describe is None:
+            return f'the labels come from layer "{self._layer_names[source]}"'
+        items = sorted(error.items.items())
+        shown = "; ".join(f"{describe(n)}: {values}" for n, values in items[:3])
+        more = f" (and {len(items) - 3} more items of this batch)" if len(items) > 3 else ""
+        return f"found in {shown}{more}"
+
+    def input_shape_text(self):
+        """The batch size and resolution the net runs at, from its first 4-axis data blob."""
+        for index, layer in enumerate(self.layers):
+            if self.param.layer[index].bottom:
+                continue
+            for name in self.param.layer[index].top:
+                shape = self.blobs[name].shape
+                if len(shape) == 4:
+                    return (f"batch size {shape[0]} at resolution {shape[2]}x{shape[3]} "
+                            f'(blob "{name}" {shape})')
+        return "its input shapes " + ", ".join(f"{n} {self.blobs[n].shape}" for n in self.inputs)
+
+    def _out_of_memory_error(self, index, what):
+        """The CaffeError for an allocation that failed in the `what` pass of layer `index`."""
+        self._saved.clear()
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+        return CaffeError(f'out of memory ({self._device}) in the {what} of layer '
+                          f'"{self._layer_names[index]}" of net "{self.name}" at '
+                          f"{self.input_shape_text()}: lower batch_size (iter_size keeps the "
+                          "effective batch) or the resolution (new_height/new_width)")
 
     def backward_range(self, start, end, keep_graph=True):
         """Backpropagate layers start down to end (inclusive), Caffe's Net::BackwardFromTo.
@@ -417,8 +483,13 @@ class Net:
                 continue
             if not inputs:
                 continue
-            results = torch.autograd.grad(outputs, inputs, grads, allow_unused=True,
-                                          retain_graph=keep_graph)
+            try:
+                results = torch.autograd.grad(outputs, inputs, grads, allow_unused=True,
+                                              retain_graph=keep_graph)
+            except (RuntimeError, MemoryError) as error:
+                if not out_of_memory(error):
+                    raise
+                raise self._out_of_memory_error(i, "backward") from None
             if not keep_graph:
                 del self._saved[i]
             for (name, leaf), grad in zip(bottom_targets, results):

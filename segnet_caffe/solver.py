@@ -65,10 +65,11 @@ def solver_type(param):
     return param.type
 
 
-def read_solver(solver):
-    """A SolverParameter from a path or a message, checked the way Caffe checks it at start."""
+def read_solver(solver, source=None):
+    """A SolverParameter from a path or a message, checked the way Caffe checks it at start;
+    `source` names a message in errors (the file it was read from)."""
     if isinstance(solver, caffe_pb2.SolverParameter):
-        param, source = solver, "<SolverParameter>"
+        param, source = solver, source or "<SolverParameter>"
     else:
         param, source = io.read_solver_prototxt(str(solver)), str(solver)
     if param.lr_policy not in LR_POLICIES:
@@ -89,8 +90,8 @@ def read_solver(solver):
 class Solver:
     """Caffe's Solver: owns the training net, the test nets and the update history."""
 
-    def __init__(self, solver, weights=None):
-        self.param, self.source = read_solver(solver)
+    def __init__(self, solver, weights=None, source=None):
+        self.param, self.source = read_solver(solver, source)
         self.log = get_logger()
         if self.param.random_seed >= 0:
             mode.set_random_seed(self.param.random_seed)
@@ -115,9 +116,9 @@ class Solver:
         state.phase = phase
         return state
 
-    def _build_net(self, net_param, phase, state_rule):
+    def _build_net(self, net_param, phase, state_rule, source):
         state = self._net_state(phase, state_rule)
-        return Net(net_param, phase, level=state.level, stages=list(state.stage))
+        return Net(net_param, phase, level=state.level, stages=list(state.stage), source=source)
 
     def _read_net(self, path):
         if not os.path.exists(path):
@@ -133,21 +134,22 @@ class Solver:
             raise CaffeError(f"{self.source}: give exactly one of net, net_param, train_net, "
                              f"train_net_param (found {sum(given)})")
         if p.HasField("train_net_param"):
-            net_param = p.train_net_param
+            net_param, source = p.train_net_param, f"{self.source} (train_net_param)"
         elif p.HasField("train_net"):
-            net_param = self._read_net(p.train_net)
+            net_param, source = self._read_net(p.train_net), p.train_net
         elif p.HasField("net_param"):
-            net_param = p.net_param
+            net_param, source = p.net_param, f"{self.source} (net_param)"
         else:
-            net_param = self._read_net(p.net)
+            net_param, source = self._read_net(p.net), p.net
         self.log.info("Creating training net from "
                       + (f"net file: {p.net or p.train_net}" if (p.net or p.train_net) else "net_param"))
-        return self._build_net(net_param, caffe_pb2.TRAIN, p.train_state)
+        return self._build_net(net_param, caffe_pb2.TRAIN, p.train_state, source)
 
     def _test_nets(self):
         p = self.param
-        specific = [(param, "test_net_param") for param in p.test_net_param]
-        specific += [(self._read_net(path), f"test_net file: {path}") for path in p.test_net]
+        specific = [(param, "test_net_param", f"{self.source} (test_net_param #{i})")
+                    for i, param in enumerate(p.test_net_param)]
+        specific += [(self._read_net(path), f"test_net file: {path}", path) for path in p.test_net]
         generic = p.HasField("net") or p.HasField("net_param")
         if generic:
             if len(p.test_iter) < len(specific):
@@ -158,15 +160,17 @@ class Solver:
                                  "(add test_net, or use `net` for both phases)")
             raise CaffeError(f"{self.source}: test_iter must be given once for each test net")
         for _ in range(len(p.test_iter) - len(specific)):
-            specific.append((p.net_param if p.HasField("net_param") else self._read_net(p.net),
-                             "net"))
+            if p.HasField("net_param"):
+                specific.append((p.net_param, "net", f"{self.source} (net_param)"))
+            else:
+                specific.append((self._read_net(p.net), "net", p.net))
         if p.test_state and len(p.test_state) != len(specific):
             raise CaffeError(f"{self.source}: test_state must be given once per test net or not at all")
         nets = []
-        for i, (net_param, origin) in enumerate(specific):
+        for i, (net_param, origin, source) in enumerate(specific):
             self.log.info(f"Creating test net (#{i}) specified by {origin}")
             rule = p.test_state[i] if p.test_state else caffe_pb2.NetState()
-            nets.append(self._build_net(net_param, caffe_pb2.TEST, rule))
+            nets.append(self._build_net(net_param, caffe_pb2.TEST, rule, source))
         if nets and p.test_interval <= 0:
             self.log.info("test_interval is 0: the test nets run only when asked (test_all())")
         return nets
@@ -512,7 +516,8 @@ SOLVERS = {"SGD": SGDSolver, "Nesterov": NesterovSolver, "AdaGrad": AdaGradSolve
            "RMSProp": RMSPropSolver, "AdaDelta": AdaDeltaSolver, "Adam": AdamSolver}
 
 
-def get_solver(solver, weights=None):
-    """The solver its prototxt's `type` (or legacy solver_type) names, as pycaffe's get_solver."""
-    param, _ = read_solver(solver)
-    return SOLVERS[solver_type(param)](solver, weights=weights)
+def get_solver(solver, weights=None, source=None):
+    """The solver its prototxt's `type` (or legacy solver_type) names, as pycaffe's get_solver;
+    `source` names a SolverParameter message in errors."""
+    param, _ = read_solver(solver, source)
+    return SOLVERS[solver_type(param)](solver, weights=weights, source=source)

@@ -4,6 +4,7 @@ import math
 import torch
 
 from ..blob import Blob
+from ..errors import BadLabelsError
 from ..fillers import fill
 
 
@@ -72,6 +73,7 @@ def read_labels(layer, labels, outer, inner, num_classes, ignore_label):
     """Labels as (outer, inner) int64 (truncated as Caffe's static_cast<int>) and the mask of the
     positions that count. A label that is neither `ignore_label` nor a class raises a CaffeError
     (Caffe would read out of bounds)."""
+    batch = labels.shape[0] if labels.dim() else 1
     labels = labels.detach().reshape(outer, inner)
     labels = labels.to(torch.int64) if labels.is_floating_point() else labels.long()
     valid = torch.ones_like(labels, dtype=torch.bool) if ignore_label is None else labels != ignore_label
@@ -80,6 +82,13 @@ def read_labels(layer, labels, outer, inner, num_classes, ignore_label):
         if bool(bad.any()):
             values = sorted(set(labels[bad].unique()[:10].tolist()))
             ignore = "" if ignore_label is None else f" nor the ignore_label {ignore_label}"
-            raise layer.error(f"label values {values} are neither classes 0..{num_classes - 1}"
-                              f"{ignore}; fix the labels or set ignore_label")
+            rows_per_item = max(1, outer // batch)
+            items = {}
+            for row in bad.any(1).nonzero().reshape(-1).tolist():
+                found = labels[row][bad[row]].unique()[:10].tolist()
+                items.setdefault(row // rows_per_item, set()).update(found)
+            raise BadLabelsError(
+                f'layer "{layer.name}" ({layer.type_name}): label values {values} are neither '
+                f"classes 0..{num_classes - 1}{ignore}; fix the labels or set ignore_label",
+                bottom_index=1, items={n: sorted(v) for n, v in items.items()})
     return labels, valid

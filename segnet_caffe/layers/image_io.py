@@ -11,6 +11,7 @@ import os
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from .base import BaseLayer
 from .. import mode
@@ -50,16 +51,44 @@ def read_list(layer, source, parse, what):
 def decode(layer, path, where, is_color, new_height=0, new_width=0, nearest=False):
     """Caffe's ReadImageToCVMat: an HxWxC uint8 array (BGR, or C=1 for grayscale), resized to
     new_height x new_width when both are set, bilinearly (images) or nearest-neighbour (labels)."""
+    if not os.path.isfile(path):
+        raise layer.error(f'{where}: cannot read image "{path}": no such file')
     image = cv2.imread(path, cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
     if image is None:
-        reason = "no such file" if not os.path.isfile(path) else "OpenCV cannot decode it"
-        raise layer.error(f'{where}: cannot read image "{path}": {reason}')
+        raise layer.error(f'{where}: cannot read image "{path}": OpenCV cannot decode it')
+    _say_once_if_converted(layer, path, where, is_color, nearest)
     if new_height > 0 and new_width > 0:
         image = cv2.resize(image, (new_width, new_height),
                            interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
     if image.ndim == 2:
         image = image[:, :, None]
     return image
+
+
+def _say_once_if_converted(layer, path, where, is_color, is_label):
+    """Log once per layer when OpenCV converted the file's channels on reading it: a grayscale
+    image read as BGR, an alpha channel dropped, or a colour label image (`is_label`) read as
+    grayscale (whose values are then luminances, not class numbers). The file's own mode comes
+    from its header (Pillow reads only that); formats Pillow does not know are not checked."""
+    try:
+        with Image.open(path) as header:
+            file_mode, transparent = header.mode, "transparency" in header.info
+    except (OSError, ValueError):
+        return
+    if is_color and file_mode in ("1", "L", "LA", "I", "I;16", "F"):
+        what = "a grayscale image, converted to BGR (its channel repeated 3 times)"
+    elif is_color and (file_mode in ("RGBA", "LA", "PA", "La", "RGBa") or transparent):
+        what = "an image with an alpha channel, read as BGR (the alpha channel is dropped)"
+    elif is_label and file_mode not in ("1", "L", "I", "I;16", "F"):
+        what = (f"a label image in colour (mode {file_mode}), read as grayscale: its values "
+                "are luminances (0.299 R + 0.587 G + 0.114 B), not class numbers; labels must "
+                "be one-channel images of class indices")
+    else:
+        return
+    if what not in layer.conversions_said:
+        layer.conversions_said.add(what)
+        get_logger().warning(f'layer "{layer.name}": {where}: "{path}" is {what} (said once '
+                             "for this layer)")
 
 
 # ----- Caffe's DataTransformer -------------------------------------------------------------------
@@ -224,6 +253,7 @@ class ListDataLayer(BaseLayer):
         self.order = BatchOrder(len(self.entries), batch_size, shuffle, seed, skip)
         self.batch = 0
         self._cache = None
+        self.conversions_said = set()  # channel conversions already logged (see decode)
         log = get_logger()
         log.info(f"Opening file {source}")
         if shuffle:
@@ -250,6 +280,13 @@ class ListDataLayer(BaseLayer):
         self.batch += 1
         device = mode.device()
         return [torch.from_numpy(a).to(device) for a in arrays]
+
+    def describe_item(self, n):
+        """Where item n of the batch last handed out comes from: its list file line."""
+        position = self.order.positions(self.batch - 1)[n]
+        number, entry = self.entries[self.order.entry(position)]
+        root = f" under root_folder {self.root!r}" if self.root else ""
+        return f'{self.source}:{number} "{" ".join(str(field) for field in entry)}"{root}'
 
     def state(self):
         return {"batch": self.batch, "seed": self.order.seed, "skip": self.order.skip,
