@@ -1,0 +1,173 @@
+"""The benchmark harness (bench/): its output schema, and that the hand-written eager SegNet
+computes what the engine computes, so that timing one against the other is fair."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import segnet_caffe as caffe  # noqa: E402
+from segnet_caffe.errors import CaffeError  # noqa: E402
+
+from bench import eager, nets, run, variants  # noqa: E402
+
+# Small sizes every pooling of each net halves exactly.
+SIZES = {"segnet_squares": (32, 48), "segnet_basic": (32, 48), "segnet": (32, 64)}
+SCORES = {"segnet_squares": "conv_classifier", "segnet_basic": "conv_classifier",
+          "segnet": "conv1_1_D"}
+
+
+def _randomise_bn(net, generator):
+    """BN scale/shift away from their constant fillers, so a mis-wired BN would show."""
+    for name, blobs in net.params.items():
+        if name.endswith("_bn"):
+            blobs[0].data[...] = (torch.rand(blobs[0].shape, generator=generator) + 0.5).numpy()
+            blobs[1].data[...] = torch.randn(blobs[1].shape, generator=generator).numpy()
+
+
+def _engine_net(net_name, kind):
+    """The engine's `kind` net at a small size with random BN and a fed batch of 2, run forward."""
+    size = SIZES[net_name]
+    images, labels = nets.inputs(net_name, 2, size)
+    caffe.set_random_seed(0)
+    net = caffe.Net(nets.net_param(net_name, kind, 2, size),
+                    caffe.TRAIN if kind == "train" else caffe.TEST)
+    _randomise_bn(net, torch.Generator().manual_seed(1))
+    net.blobs["data"].data[...] = images.numpy()
+    if kind == "train":
+        net.blobs["label"].data[...] = labels.numpy()
+    net.forward()
+    return net, images, labels
+
+
+@pytest.mark.parametrize("net_name", sorted(SIZES))
+def test_eager_inference_matches_engine(net_name):
+    net, images, _ = _engine_net(net_name, "inference")
+    engine_prob = net.blobs["prob"].data
+    for fuse in (False, True):
+        model = eager.build(net_name)
+        eager.load_engine_weights(model, net)
+        model.eval()
+        if fuse:
+            model = eager.fuse_bn(model)
+        with torch.no_grad():
+            prob = torch.softmax(model(images), dim=1).numpy()
+        assert prob.shape == engine_prob.shape
+        np.testing.assert_allclose(prob, engine_prob, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("net_name", sorted(SIZES))
+def test_eager_training_forward_and_loss_match_engine(net_name):
+    net, images, labels = _engine_net(net_name, "train")
+    model = eager.build(net_name)
+    eager.load_engine_weights(model, net)
+    model.train()
+    scores = model(images)
+    engine_scores = net.blobs[SCORES[net_name]].data
+    np.testing.assert_allclose(scores.detach().numpy(), engine_scores, rtol=1e-4,
+                               atol=1e-4 * np.abs(engine_scores).max())
+    loss = model.loss(scores, labels, eager.class_weights(net_name))
+    assert float(loss.detach()) == pytest.approx(float(net.blobs["loss"].data), rel=1e-5)
+
+
+def test_net_param_refuses_a_size_the_poolings_do_not_halve():
+    with pytest.raises(CaffeError, match=r"segnet: benchmark size 40x64 must be divisible by 32"):
+        nets.net_param("segnet", "inference", 1, (40, 64))
+
+
+def test_variant_names_are_unique_and_kinds_known(monkeypatch):
+    assert "engine" in variants.by_name()
+    monkeypatch.setattr(variants, "VARIANTS", variants.VARIANTS + [variants.VARIANTS[0]])
+    with pytest.raises(ValueError, match='two variants are named "engine"'):
+        variants.by_name()
+    monkeypatch.setattr(variants, "VARIANTS", [variants.Variant("x", "y", kinds=("speed",))])
+    with pytest.raises(ValueError, match="unknown kinds"):
+        variants.by_name()
+
+
+def test_ratios_compare_each_engine_variant_with_the_fastest_eager_one():
+    def entry(family, inference_ms, train_ms):
+        return {"family": family,
+                "inference": {"batch1": {"ms": inference_ms}, "best": {"images_per_s": 1.0}},
+                "train": {"batch1": {"ms": train_ms, "peak_memory_mib": 2132.0},
+                          "prototxt_batch": {"ms": 4 * train_ms}}}
+    per_net = {"segnet_basic": {"engine": entry("engine", 600.0, 2000.0),
+                                "eager": entry("eager", 900.0, 2500.0),
+                                "eager_channels_last": entry("eager", 500.0, 1600.0)}}
+    result = run.ratios(per_net, anchors_apply=True)["segnet_basic"]
+    assert result["best_eager"]["inference_batch1"] == 500.0
+    engine = result["engine"]["engine"]
+    assert engine["inference_batch1_vs_best_eager"] == pytest.approx(600 / 500)
+    assert engine["train_batch1_vs_best_eager"] == pytest.approx(2000 / 1600)
+    assert engine["train_prototxt_batch_vs_best_eager"] == pytest.approx(2000 / 1600)
+    assert engine["inference_speedup_vs_caffe"] == pytest.approx(1785 / 600)
+    assert engine["train_speedup_vs_caffe"] == pytest.approx(4916 / 2000)
+    assert engine["train_peak_memory_vs_caffe"] == pytest.approx(0.5)
+    assert "eager" not in result["engine"]
+
+
+def _run_quick(tmp_path, *extra):
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick",
+                           "--threads", "1", "--out", str(tmp_path), *extra],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "cpu_quick.json").read_text())
+    table = (tmp_path / "cpu_quick.md").read_text()
+    return results, table
+
+
+def _check_schema(results, table, net_names, variant_names):
+    assert results["schema"] == run.SCHEMA_VERSION
+    assert results["device"] == "cpu" and results["quick"] is True
+    assert results["errors"] == []
+    machine = results["machine"]
+    assert machine["torch_threads"] == 1
+    assert set(machine["matmul_peak_gflops"]) == {"float32", "bfloat16"}
+    assert all(v > 0 for v in machine["matmul_peak_gflops"].values())
+    assert len(results["load_average_start"]) == 3 and len(results["load_average_end"]) == 3
+    assert set(results["nets"]) == set(net_names)
+    for net_name in net_names:
+        flops = results["flops_per_image"][net_name]
+        assert 0 < flops["forward"] < flops["train"]
+        entries = results["nets"][net_name]
+        assert set(entries) == set(variant_names)
+        for variant, entry in entries.items():
+            assert entry["threads"] == 1
+            inference = entry["inference"]
+            assert inference["batch1"]["batch"] == 1 and inference["batch1"]["ms"] > 0
+            assert inference["batch1"]["peak_memory_mib"] > 0
+            assert inference["best"]["batch"] in [f["batch"] for f in inference["sweep"]]
+            if entry["family"] == "engine" or "train" in eager.VARIANTS[variant].kinds:
+                train = entry["train"]
+                assert train["batch1"]["ms"] > 0 and train["prototxt_batch"]["ms"] > 0
+                assert train["prototxt_batch"]["batch"] == nets.prototxt_batch(net_name)
+                assert np.isfinite(train["batch1"]["final_loss"])
+            assert f"| {variant} |" in table
+        engine_ratios = results["ratios"][net_name]["engine"]["engine"]
+        assert {"inference_batch1_vs_best_eager", "train_batch1_vs_best_eager",
+                "train_prototxt_batch_vs_best_eager"} <= set(engine_ratios)
+    data = results["data"]["engine"]
+    assert data["decode"]["squares"]["images_per_s"] > 0
+    assert 0 <= data["train_with_data"]["data_wait_ms"] < data["train_with_data"]["ms"]
+    assert "DenseImageData images/s" in table
+
+
+def test_quick_run_writes_the_schema_for_one_net(tmp_path):
+    """The harness end to end on the smallest net, the plain engine against the plain eager
+    module (the full --quick run is the slow test below)."""
+    results, table = _run_quick(tmp_path, "--nets", "segnet_squares", "--variants", "eager")
+    _check_schema(results, table, ["segnet_squares"], ["engine", "eager"])
+
+
+@pytest.mark.slow
+def test_quick_run_writes_the_schema(tmp_path):
+    """`python bench/run.py --quick`: every net, every engine and eager variant."""
+    results, table = _run_quick(tmp_path)
+    _check_schema(results, table, sorted(nets.NATIVE_SIZES),
+                  list(variants.by_name()) + list(eager.VARIANTS))
