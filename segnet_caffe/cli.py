@@ -102,6 +102,8 @@ def cmd_train(args):
     choose_device(args.gpu, param)
     log.info("Starting Optimization")
     solver = SOLVERS[solver_type(param)](param, source=args.solver)
+    solver.overwrite_snapshots = args.overwrite_snapshots
+    solver.snapshot_on_nan = not args.no_snapshot_on_nan
     _install_signal_handlers(solver, args.sigint_effect, args.sighup_effect)
     if args.snapshot:
         log.info(f"Resuming from {args.snapshot}")
@@ -249,6 +251,12 @@ def build_parser():
           help="on SIGINT (Ctrl-C): stop (after a snapshot, snapshot_after_train), snapshot, none")
     _flag(train, "sighup_effect", default="snapshot", choices=SIGNAL_EFFECTS,
           help="on SIGHUP: stop, snapshot or none")
+    _flag(train, "overwrite_snapshots", action="store_true",
+          help="start even if snapshot_prefix holds snapshots of later iterations than this run "
+               "starts from (they are overwritten as the run reaches them)")
+    _flag(train, "no_snapshot_on_nan", action="store_true",
+          help="when the loss or a gradient becomes NaN/inf, stop without snapshotting the "
+               "weights before that update")
     _flag(train, "log_file", default="",
           help="log file (default: <snapshot_prefix>_<time>.log next to the snapshots; none: off)")
     train.set_defaults(run=cmd_train)

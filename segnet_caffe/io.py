@@ -31,7 +31,7 @@ __all__ = [
     "caffe_pb2", "parse_text", "read_prototxt", "read_net_prototxt", "read_solver_prototxt",
     "parse_net_text", "upgrade_net", "read_caffemodel", "read_solverstate", "read_binaryproto",
     "write_binaryproto", "blobproto_to_array", "array_to_blobproto", "atomic_write_bytes",
-    "write_caffemodel", "write_prototxt",
+    "stale_temporary_files", "write_caffemodel", "write_prototxt",
 ]
 
 
@@ -501,6 +501,28 @@ def atomic_write_bytes(path, data):
             raise CaffeError(f"{path}: cannot write ({error.strerror or error})") from None
         raise
     _fsync_folder(folder)
+
+
+def stale_temporary_files(folder, prefix):
+    """The temporary files in `folder` that atomic_write_bytes left for targets whose names start
+    with `prefix` when its process was killed mid-write (that process no longer runs)."""
+    pattern = re.compile(r"\.(.+)\.(\d+)\.[0-9a-f]{8}\.tmp")
+    stale = []
+    for name in sorted(os.listdir(folder)):
+        match = pattern.fullmatch(name)
+        if match and match.group(1).startswith(prefix) and not _process_runs(int(match.group(2))):
+            stale.append(os.path.join(folder, name))
+    return stale
+
+
+def _process_runs(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
 
 
 def _fsync_folder(folder):

@@ -427,6 +427,16 @@ class Net:
         more = f" (and {len(items) - 3} more items of this batch)" if len(items) > 3 else ""
         return f"found in {shown}{more}"
 
+    def non_finite_origin(self):
+        """Which layer's output first holds NaN/inf, in forward order, read from the blobs as the
+        last forward left them (an in-place layer's output is its producer's blob)."""
+        for name, layer_param in zip(self._layer_names, self.param.layer):
+            for top in layer_param.top:
+                tensor = self.blobs[top].tensor()
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    return f'the first non-finite output is top "{top}" of layer "{name}"'
+        return "no layer output holds NaN/inf"
+
     def input_shape_text(self):
         """The batch size and resolution the net runs at, from its first 4-axis data blob."""
         for index, layer in enumerate(self.layers):

@@ -9,6 +9,7 @@ finally data -= update, iter += 1, snapshot if due.
 import io as _bytes_io
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -88,7 +89,13 @@ def read_solver(solver, source=None):
 
 
 class Solver:
-    """Caffe's Solver: owns the training net, the test nets and the update history."""
+    """Caffe's Solver: owns the training net, the test nets and the update history.
+
+    Two switches besides the solver file: `snapshot_on_nan` (True: when the loss or a gradient
+    becomes NaN/inf, snapshot the weights before that update, then stop with a CaffeError) and
+    `overwrite_snapshots` (False: solve() refuses to start when snapshot_prefix already holds
+    snapshots of later iterations than the run starts from, which it would overwrite).
+    """
 
     def __init__(self, solver, weights=None, source=None):
         self.param, self.source = read_solver(solver, source)
@@ -99,6 +106,9 @@ class Solver:
         self.current_step = 0
         self.requested_action = None     # set by signal handlers: "snapshot" or "stop"
         self.requested_early_exit = False
+        self.snapshot_on_nan = True
+        self.overwrite_snapshots = False
+        self.last_snapshot = None        # (iteration, model path, state path) last written
         self._callbacks = []
         self._losses, self.smoothed_loss = [], 0.0
         self.net = self._train_net()
@@ -241,7 +251,16 @@ class Solver:
             for on_start, _ in self._callbacks:
                 if on_start:
                     on_start()
-            loss = sum(self.forward_backward() for _ in range(p.iter_size)) / p.iter_size
+            loss = 0.0
+            for k in range(p.iter_size):
+                part = self.forward_backward()
+                if not math.isfinite(part):
+                    self._stop_diverged(f"the loss is {part}"
+                                        + (f" in forward {k + 1} of iter_size {p.iter_size}"
+                                           if p.iter_size > 1 else "")
+                                        + f"; {self.net.non_finite_origin()}")
+                loss += part
+            loss /= p.iter_size
             self._update_smoothed_loss(loss, start_iter)
             if p.display and self.iter % p.display == 0:
                 self.log.info(f"Iteration {self.iter}, loss = {self.smoothed_loss:g}")
@@ -249,6 +268,7 @@ class Solver:
             for _, on_gradients_ready in self._callbacks:
                 if on_gradients_ready:
                     on_gradients_ready()
+            self._check_gradients(loss)
             self.apply_update()
             self.iter += 1
             bar.set_postfix(iter=self.iter, loss=f"{self.smoothed_loss:.4g}", refresh=False)
@@ -260,6 +280,31 @@ class Solver:
                 self.requested_early_exit = True
                 break
 
+    def _check_gradients(self, loss):
+        """Stop (see _stop_diverged) when a parameter gradient holds NaN/inf: one sum per blob."""
+        diffs = [param.blob.diff_tensor() for param in self.net.learnable_params]
+        if not diffs or math.isfinite(float(torch.stack([d.sum() for d in diffs]).sum())):
+            return
+        for name, layer in reversed(self.net.layer_dict.items()):
+            for k, blob in enumerate(layer.blobs):
+                if not bool(torch.isfinite(blob.diff_tensor()).all()):
+                    self._stop_diverged(f"the loss is {loss:g} but the gradient of parameter {k} "
+                                        f'of layer "{name}" (the last such layer) is not finite')
+
+    def _stop_diverged(self, reason):
+        """Training diverged in this iteration: leave its update unapplied, snapshot the weights
+        (unless snapshot_on_nan is off; a snapshot of this iteration already written is kept),
+        and stop with one line saying where they are."""
+        saved = ""
+        if self.snapshot_on_nan:
+            if self.last_snapshot is None or self.last_snapshot[0] != self.iter:
+                self.snapshot()
+            saved = (f"; the weights before this update are in {self.last_snapshot[1]} (resume "
+                     f"with --snapshot {self.last_snapshot[2]})")
+        raise CaffeError(f"iteration {self.iter}: {reason}; training stopped without applying "
+                         f"this update{saved}; lower base_lr ({self.param.base_lr:g}) or set "
+                         "clip_gradients")
+
     def solve(self, resume_file=None):
         """Train to max_iter (resuming from a .solverstate if given), Caffe's Solver::Solve."""
         self.log.info(f"Solving {self.net.name}")
@@ -268,12 +313,16 @@ class Solver:
         if resume_file:
             self.log.info(f"Restoring previous solver status from {resume_file}")
             self.restore(resume_file)
+        self._check_snapshot_prefix()
         self.step(self.param.max_iter - self.iter)
         p = self.param
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
         if self.requested_early_exit:
             self.log.info("Optimization stopped early.")
+            if self.last_snapshot:
+                self.log.info(f"Resume from iteration {self.last_snapshot[0]} with --snapshot "
+                              f"{self.last_snapshot[2]}")
             return
         if p.display and self.iter % p.display == 0:
             with torch.no_grad():
@@ -371,15 +420,53 @@ class Solver:
     def _snapshot_path(self, extension):
         return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
 
+    def _snapshot_folder(self):
+        """The folder snapshots go to; a CaffeError if it does not exist (Caffe does not create
+        it either)."""
+        folder = os.path.dirname(self.param.snapshot_prefix)
+        if folder and not os.path.isdir(folder):
+            raise CaffeError(f'{self.source}: snapshot_prefix "{self.param.snapshot_prefix}": '
+                             f'folder "{folder}" does not exist')
+        return folder or "."
+
+    def _check_snapshot_prefix(self):
+        """Before training: the snapshot folder exists, and no snapshot of a later iteration than
+        this run starts from would be overwritten (unless overwrite_snapshots). A later
+        .caffemodel without its .solverstate is a write a kill interrupted: overwritten, with a
+        log line. Temporary files left by killed snapshot writes are removed."""
+        p = self.param
+        if not (p.snapshot or p.snapshot_after_train):
+            return
+        folder = self._snapshot_folder()
+        base = os.path.basename(p.snapshot_prefix)
+        for leftover in io.stale_temporary_files(folder, f"{base}_iter_"):
+            self.log.info(f"Removing {leftover}, left by a snapshot write that was interrupted")
+            os.remove(leftover)
+        pattern = re.compile(re.escape(base) + r"_iter_(\d+)\.(caffemodel|solverstate)(\.h5)?")
+        later = {}
+        for name in os.listdir(folder):
+            match = pattern.fullmatch(name)
+            if match and int(match.group(1)) > self.iter:
+                later.setdefault(int(match.group(1)), []).append(os.path.join(folder, name))
+        states = {i: path for i, paths in later.items() for path in paths if ".solverstate" in path}
+        if states and not self.overwrite_snapshots:
+            shown = ", ".join(str(i) for i in sorted(states)[:5]) + (", ..." if len(states) > 5
+                                                                     else "")
+            raise CaffeError(
+                f'snapshot_prefix "{p.snapshot_prefix}" already holds snapshots of later '
+                f"iterations ({shown}) than this run starts from ({self.iter}), which it would "
+                f"overwrite: resume the latest with --snapshot {states[max(states)]}, choose "
+                "another snapshot_prefix, or pass --overwrite_snapshots")
+        for i in sorted(later):
+            self.log.warning(f"Iteration {i}'s snapshot files will be overwritten: "
+                             + ", ".join(sorted(later[i])))
+
     def snapshot(self):
         """Write <prefix>_iter_N.caffemodel and .solverstate (atomically), plus the resume extras."""
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         suffix = ".h5" if hdf5 else ""
         model_path = self._snapshot_path(".caffemodel" + suffix)
-        directory = os.path.dirname(model_path)
-        if directory and not os.path.isdir(directory):
-            raise CaffeError(f'snapshot_prefix "{self.param.snapshot_prefix}": folder '
-                             f'"{directory}" does not exist')
+        self._snapshot_folder()
         self.log.info(f"Snapshotting to {'HDF5' if hdf5 else 'binary proto'} file {model_path}")
         io.write_caffemodel(model_path, self.net.to_proto(self.param.snapshot_diff))
         state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_path,
@@ -391,6 +478,7 @@ class Solver:
                       f"{state_path}")
         io.atomic_write_bytes(state_path + ".resume", self._resume_extras())
         io.write_solverstate(state_path, state)
+        self.last_snapshot = (self.iter, model_path, state_path)
         return model_path, state_path
 
     def _resume_extras(self):

@@ -33,3 +33,29 @@ def tiny_dataset(tmp_path):
         lines.append(f"{tmp_path}/img{i}.png {tmp_path}/lab{i}.png")
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
     return tmp_path / "list.txt"
+
+
+@pytest.fixture
+def cli_in_process(capsys):
+    """Run `segnet-caffe ARGS...` in this process (no interpreter start-up): a function of the
+    arguments returning (exit status, stderr). It logs to the captured stderr and leaves the
+    signal handlers that `train` installs as they were."""
+    import signal
+    import sys
+
+    from segnet_caffe import cli
+    from segnet_caffe.logs import TqdmHandler, get_logger
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGHUP)}
+
+    def run(*args):
+        for handler in get_logger().handlers:
+            if isinstance(handler, TqdmHandler):
+                handler.stream = sys.stderr
+        capsys.readouterr()
+        status = cli.main([str(arg) for arg in args])
+        return status, capsys.readouterr().err
+
+    yield run
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)

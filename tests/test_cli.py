@@ -123,3 +123,5 @@ def test_sigint_snapshots_then_stops(tmp_path, tiny_dataset):
     assert "SIGINT received" in rest and "Optimization stopped early." in rest
     snapshots = list((tmp_path / "snaps").glob("run_iter_*.solverstate"))
     assert snapshots, rest
+    latest = max(snapshots, key=lambda p: int(p.stem.split("_")[-1]))
+    assert f"Resume from iteration {latest.stem.split('_')[-1]} with --snapshot {latest}" in rest

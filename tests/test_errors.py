@@ -6,18 +6,12 @@ Every case starts from a small valid set of files (tiny images, a list file, a n
 pooling + upsampling and a solver) in a temporary folder used as the working directory, breaks
 one thing, and checks the message names the file, line, layer or blob at fault."""
 import re
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 import segnet_caffe as caffe
-from segnet_caffe import cli
-from segnet_caffe.logs import TqdmHandler, get_logger
 
 NET = """name: "tiny"
 layer { name: "data" type: "DenseImageData" top: "data" top: "label"
@@ -52,23 +46,9 @@ def case_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    """`train` installs SIGINT/SIGHUP handlers; put pytest's back afterwards."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGHUP)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
-def cli_error(capsys, *args):
+def cli_error(cli_in_process, *args):
     """Run the CLI in this process; return its one error line (after checking exit status 1)."""
-    for handler in get_logger().handlers:  # log to this test's captured stderr
-        if isinstance(handler, TqdmHandler):
-            handler.stream = sys.stderr
-    capsys.readouterr()
-    status = cli.main(list(args))
-    err = capsys.readouterr().err
+    status, err = cli_in_process(*args)
     assert status == 1, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
@@ -273,10 +253,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, prepare, args, api, message", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line(case_dir, capsys, name, prepare, args, api, message):
+def test_bad_input_is_one_line(case_dir, cli_in_process, name, prepare, args, api, message):
     if prepare:
         prepare(case_dir)
-    line = cli_error(capsys, *args)
+    line = cli_error(cli_in_process, *args)
     assert "\n" not in line
     assert re.search(message, line), line
     with pytest.raises(caffe.CaffeError) as info:
@@ -284,7 +264,7 @@ def test_bad_input_is_one_line(case_dir, capsys, name, prepare, args, api, messa
     assert str(info.value) == line
 
 
-def test_converted_channels_are_said_once_per_layer(case_dir, capsys):
+def test_converted_channels_are_said_once_per_layer(case_dir, cli_in_process):
     rng = np.random.RandomState(1)
     cv2.imwrite("img0.png", rng.randint(0, 255, (8, 8)).astype(np.uint8))           # grayscale
     cv2.imwrite("img1.png", rng.randint(0, 255, (8, 8)).astype(np.uint8))
@@ -292,15 +272,9 @@ def test_converted_channels_are_said_once_per_layer(case_dir, capsys):
     colour = np.zeros((8, 8, 3), np.uint8)
     colour[2:4, 2:4] = (0, 0, 1)
     cv2.imwrite("lab3.png", colour)                                                  # colour label
-    for handler in get_logger().handlers:
-        if isinstance(handler, TqdmHandler):
-            handler.stream = sys.stderr
-    capsys.readouterr()
-    solver = caffe.get_solver("solver.prototxt")
-    solver.step(2)
-    err = capsys.readouterr().err
+    status, err = cli_in_process(*TRAIN)
+    assert status == 0, err
     assert err.count('"img0.png" is a grayscale image, converted to BGR') == 1, err
     assert "img1.png" not in err
     assert err.count('"img2.png" is an image with an alpha channel, read as BGR') == 1
     assert err.count('"lab3.png" is a label image in colour (mode RGB), read as grayscale') == 1
-    assert solver.net.blobs["data"].data.shape == (2, 3, 8, 8)
