@@ -64,7 +64,10 @@ class Engine:
     """segnet_caffe's Net and Solver, run as a pycaffe user runs them."""
 
     def __init__(self, variant, device):
-        self.variant = variants.by_name()[variant]
+        table = variants.by_name()
+        if variant not in table:
+            raise SystemExit(f'no engine variant "{variant}" in bench/variants.py')
+        self.variant = table[variant]
         self.device = device
         if device == "cuda":
             caffe.set_mode_gpu()
@@ -95,6 +98,8 @@ class Eager:
     """The hand-written module of bench/eager.py, run as its user would."""
 
     def __init__(self, variant, device):
+        if variant not in eager.VARIANTS:
+            raise SystemExit(f'no eager variant "{variant}" in bench/eager.py')
         self.variant = eager.VARIANTS[variant]
         self.device = device
         if device == "cuda":

@@ -171,3 +171,16 @@ def test_quick_run_writes_the_schema(tmp_path):
     results, table = _run_quick(tmp_path)
     _check_schema(results, table, sorted(nets.NATIVE_SIZES),
                   list(variants.by_name()) + list(eager.VARIANTS))
+
+
+def test_a_failing_case_is_reported_not_fatal(tmp_path):
+    """A variant that cannot run becomes an error entry naming it; the run goes on."""
+    settings = dict(run.SETTINGS["quick"], train_batches={"segnet_squares": 4}, threads=1,
+                    reference_dir=str(tmp_path), datasets={})
+    result = run.run_case("engine", "no_such_variant", ["inference"], ["segnet_squares"], "cpu",
+                          settings, tmp_path, timeout=120)
+    assert result["error"] == 'exit 1: no engine variant "no_such_variant" in bench/variants.py'
+    per_net, _, errors = run.assemble([(("engine", "no_such_variant", ["inference"],
+                                         ["segnet_squares"]), result)], ["segnet_squares"])
+    assert per_net == {"segnet_squares": {}}
+    assert errors[0]["variant"] == "no_such_variant"
