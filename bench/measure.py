@@ -188,9 +188,14 @@ def _compare_with_plain_engine(family, net_name, output, settings, figure):
 
 
 def measure_train(family, net_name, settings, device):
+    """Solver iterations at batch 1, at the prototxt's batch and at any larger batches the
+    settings add (a GPU's throughput needs them); "best" is the highest images/s."""
     size = settings["sizes"][net_name]
-    out = {}
-    for key, batch in (("batch1", 1), ("prototxt_batch", settings["train_batches"][net_name])):
+    prototxt_batch = settings["train_batches"][net_name]
+    batches = [1, prototxt_batch] + [b for b in settings.get("train_extra_batches", [])
+                                     if b > prototxt_batch]
+    out = {"sweep": []}
+    for batch in batches:
         images, labels = nets.inputs(net_name, batch, size)
         reset_peak_memory(device)
         step, loss = family.train_step(net_name, batch, size, images, labels)
@@ -198,8 +203,11 @@ def measure_train(family, net_name, settings, device):
         figure = timed(step, device, settings["warmup"], reps)
         figure.update(batch=batch, images_per_s=batch * 1e3 / figure["ms"],
                       peak_memory_mib=peak_memory_mib(device), final_loss=loss())
-        out[key] = figure
+        out["sweep"].append(figure)
         del step, loss
+    out["batch1"], out["prototxt_batch"] = out["sweep"][:2]
+    best = max(out["sweep"], key=lambda figure: figure["images_per_s"])
+    out["best"] = {"batch": best["batch"], "images_per_s": best["images_per_s"]}
     return out
 
 

@@ -75,20 +75,21 @@ def flops_table(results):
     """Achieved GFLOP/s (FLOPs per image x images/s) against the measured matmul peak."""
     peak = results["machine"]["matmul_peak_gflops"]
     rows = ["| net | GFLOP per image: forward / forward+backward | variant | inference GFLOP/s "
-            "(best batch) | training GFLOP/s (prototxt batch) | of float32 / bfloat16 matmul "
+            "(best batch) | training GFLOP/s (best batch) | of float32 / bfloat16 matmul "
             "peak: inference, training |", "|---|---|---|---|---|---|"]
     for net, entries in results["nets"].items():
         flops = results["flops_per_image"][net]
         for variant, entry in entries.items():
             inference = _get(entry, "inference", "best", "images_per_s")
-            train = _get(entry, "train", "prototxt_batch", "images_per_s")
+            train = _get(entry, "train", "best", "images_per_s")
             achieved = [None if v is None else v * flops[k] / 1e9
                         for v, k in ((inference, "forward"), (train, "train"))]
             fractions = [f"{a / peak['float32']:.0%} / {a / peak['bfloat16']:.0%}"
                          if a is not None else "" for a in achieved]
+            batches = [_get(entry, kind, "best", "batch") for kind in ("inference", "train")]
+            cells = [f"{a:,.0f} @ {b}" if a is not None else "" for a, b in zip(achieved, batches)]
             rows.append(f"| {net} | {flops['forward'] / 1e9:.0f} / {flops['train'] / 1e9:.0f} | "
-                        f"{variant} | {_num(achieved[0])} | {_num(achieved[1])} | "
-                        f"{', '.join(fractions)} |")
+                        f"{variant} | {cells[0]} | {cells[1]} | {', '.join(fractions)} |")
     return "\n".join(rows)
 
 

@@ -49,7 +49,8 @@ SETTINGS = {
     "cpu": dict(sizes=nets.NATIVE_SIZES, inference_batches=[1, 2, 4], warmup=1, reps_batch1=3,
                 reps_batched=2, sweep_stop=0.97, data_batches=5, squares_size=512,
                 squares_count=16),
-    "cuda": dict(sizes=nets.NATIVE_SIZES, inference_batches=[1, 4, 8, 16, 32, 64], warmup=3,
+    "cuda": dict(sizes=nets.NATIVE_SIZES, inference_batches=[1, 4, 8, 16, 32, 64],
+                 train_extra_batches=[16, 32], warmup=3,
                  reps_batch1=10, reps_batched=5, sweep_stop=0.97, data_batches=10,
                  squares_size=512, squares_count=32),
     # --quick: tiny inputs (every size divisible by the net's pooling factor), to check the harness.
@@ -57,7 +58,8 @@ SETTINGS = {
     # training-with-data case resizes them to the net's size.
     "quick": dict(sizes={"segnet_squares": (64, 64), "segnet_basic": (32, 32),
                          "segnet": (32, 32)},
-                  inference_batches=[1, 2], warmup=1, reps_batch1=2, reps_batched=1,
+                  inference_batches=[1, 2], train_extra_batches=[8], warmup=1, reps_batch1=2,
+                  reps_batched=1,
                   sweep_stop=0.97, data_batches=2, squares_size=128, squares_count=4),
 }
 

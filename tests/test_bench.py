@@ -147,6 +147,8 @@ def _check_schema(results, table, net_names, variant_names):
                 train = entry["train"]
                 assert train["batch1"]["ms"] > 0 and train["prototxt_batch"]["ms"] > 0
                 assert train["prototxt_batch"]["batch"] == nets.prototxt_batch(net_name)
+                assert [f["batch"] for f in train["sweep"]] == [1, nets.prototxt_batch(net_name), 8]
+                assert train["best"]["batch"] in (1, nets.prototxt_batch(net_name), 8)
                 assert np.isfinite(train["batch1"]["final_loss"])
             assert f"| {variant} |" in table
         engine_ratios = results["ratios"][net_name]["engine"]["engine"]
