@@ -151,6 +151,13 @@ class Eager:
 
 
 # ----- measurements ----------------------------------------------------------------------------
+def _repetitions(settings, batch):
+    """(warm-up runs, timed runs) at this batch size."""
+    if batch == 1:
+        return settings["warmup"], settings["reps_batch1"]
+    return settings["warmup_batched"], settings["reps_batched"]
+
+
 def measure_inference(family, net_name, settings, device):
     size = settings["sizes"][net_name]
     out = {"sweep": []}
@@ -159,18 +166,18 @@ def measure_inference(family, net_name, settings, device):
         images, _ = nets.inputs(net_name, batch, size)
         reset_peak_memory(device)
         step, output = family.inference_step(net_name, batch, size, images)
-        reps = settings["reps_batch1"] if batch == 1 else settings["reps_batched"]
-        figure = timed(step, device, settings["warmup"], reps)
+        figure = timed(step, device, *_repetitions(settings, batch))
         figure.update(batch=batch, images_per_s=batch * 1e3 / figure["ms"],
                       peak_memory_mib=peak_memory_mib(device))
         if batch == 1 and isinstance(family, Engine):
             _compare_with_plain_engine(family, net_name, output(), settings, figure)
         out["sweep"].append(figure)
         del step, output
+        gained = best is None or figure["images_per_s"] > settings["sweep_gain"] * best["images_per_s"]
         if best is None or figure["images_per_s"] > best["images_per_s"]:
             best = figure
-        elif figure["images_per_s"] < settings["sweep_stop"] * best["images_per_s"]:
-            break  # throughput falls as the batch grows: larger batches will not win
+        if not gained:
+            break  # the larger batch hardly helped: a still larger one is not worth its time
     out["batch1"] = out["sweep"][0]
     out["best"] = {"batch": best["batch"], "images_per_s": best["images_per_s"]}
     return out
@@ -199,8 +206,7 @@ def measure_train(family, net_name, settings, device):
         images, labels = nets.inputs(net_name, batch, size)
         reset_peak_memory(device)
         step, loss = family.train_step(net_name, batch, size, images, labels)
-        reps = settings["reps_batch1"] if batch == 1 else settings["reps_batched"]
-        figure = timed(step, device, settings["warmup"], reps)
+        figure = timed(step, device, *_repetitions(settings, batch))
         figure.update(batch=batch, images_per_s=batch * 1e3 / figure["ms"],
                       peak_memory_mib=peak_memory_mib(device), final_loss=loss())
         out["sweep"].append(figure)
