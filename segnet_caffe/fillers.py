@@ -9,6 +9,8 @@ from .errors import CaffeError
 def _fan(shape, variance_norm):
     """Caffe's fan for xavier/msra: fan_in = count/shape[0], fan_out = count/shape[1]."""
     count = math.prod(shape)
+    if not count:
+        raise CaffeError(f"xavier/msra filler: the parameter of shape {shape} is empty")
     fan_in = count // shape[0]
     fan_out = count // shape[1] if len(shape) > 1 else count
     if variance_norm == "FAN_OUT":

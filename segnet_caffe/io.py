@@ -406,8 +406,10 @@ def _read_binary(path, message, kind):
     try:
         with open(path, "rb") as f:
             data = f.read()
-    except OSError as error:
-        raise CaffeError(f"{path}: cannot read ({error.strerror or error})") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the path
+        shown = repr(path) if "\0" in path else path
+        reason = getattr(error, "strerror", None) or error
+        raise CaffeError(f"{shown}: cannot read ({reason})") from None
     if not data:
         raise CaffeError(f"{path}: empty file, not a Caffe binary {kind}")
     try:

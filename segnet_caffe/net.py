@@ -247,7 +247,14 @@ class Net:
             if layer_param.type == "Input":
                 self.inputs.extend(layer_param.top)
             bottom_shapes = [self.blobs[b].shape for b in layer_param.bottom]
-            layer.setup(bottom_shapes)
+            try:
+                layer.setup(bottom_shapes)
+            except (CaffeError, MemoryError) + layer.FAILURES as error:
+                if out_of_memory(error):
+                    raise layer.error("out of memory creating its parameters ("
+                                      + ", ".join(str(b.shape) for b in layer.blobs)
+                                      + "): check num_output and the kernel size") from None
+                raise layer.failure(error, "set up", bottom_shapes) from error
             for blob in layer.blobs:
                 blob.to(self._device)
                 blob.tensor().requires_grad_(True)  # parameters are autograd leaves
@@ -400,10 +407,11 @@ class Net:
                         tops = layer.forward(bottoms)
             except BadLabelsError as error:
                 raise CaffeError(f"{error}; {self._label_origin(i, error)}") from None
-            except (RuntimeError, MemoryError) as error:
-                if not out_of_memory(error):
-                    raise
-                raise self._out_of_memory_error(i, "forward") from None
+            except (MemoryError,) + layer.FAILURES as error:
+                if out_of_memory(error):
+                    raise self._out_of_memory_error(i, "forward") from None
+                raise layer.failure(error, "run forward",
+                                    [self.blobs[b].shape for b in names.bottom]) from error
             for name, top in zip(names.top, tops):
                 if top is not None:
                     self.blobs[name].set_tensor(top)
@@ -496,10 +504,10 @@ class Net:
             try:
                 results = torch.autograd.grad(outputs, inputs, grads, allow_unused=True,
                                               retain_graph=keep_graph)
-            except (RuntimeError, MemoryError) as error:
-                if not out_of_memory(error):
-                    raise
-                raise self._out_of_memory_error(i, "backward") from None
+            except (MemoryError,) + layer.FAILURES as error:
+                if out_of_memory(error):
+                    raise self._out_of_memory_error(i, "backward") from None
+                raise layer.failure(error, "run backward") from error
             if not keep_graph:
                 del self._saved[i]
             for (name, leaf), grad in zip(bottom_targets, results):

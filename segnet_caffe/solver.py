@@ -508,7 +508,10 @@ class Solver:
                                  f"has {tuple(current.shape)}: the state belongs to another net")
             history.append(torch.from_numpy(array.reshape(current.shape)).to(current.device))
         if state.learned_net:
-            self.net.copy_from(state.learned_net)
+            try:
+                self.net.copy_from(state.learned_net)
+            except CaffeError as error:
+                raise CaffeError(f"{state_path}: the weights it names: {error}") from None
         self.history = history
         self.iter, self.current_step = state.iter, state.current_step
         extras_path = state_path + ".resume"

@@ -163,6 +163,10 @@ CASES = [
      train_api, r'^layer "up" \(Upsample\): mask index \d+ is outside the 8 x 8 output plane '
                 r'\(Caffe would write out of bounds\): the mask must come from a pooling of an '
                 r'8 x 8 map; set upsample_h / upsample_w to that map\'s size$'),
+    ("unknown filler type", edit("net.prototxt", '"gaussian" std: 0.1 } } }\nlayer { name: "pool"',
+                                 '"gausian" std: 0.1 } } }\nlayer { name: "pool"'), TRAIN, train_api,
+     r'^net\.prototxt: layer "conv" \(Convolution\): unknown filler type "gausian"; known: '
+     r'constant, uniform, gaussian, positive_unitball, xavier, msra, bilinear$'),
     ("empty net", write("net.prototxt", ""), TRAIN, train_api,
      r'^net\.prototxt: the net defines no layers$'),
     # ----- solver

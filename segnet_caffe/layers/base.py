@@ -42,6 +42,20 @@ class BaseLayer:
         """A CaffeError naming this layer."""
         return CaffeError(f'layer "{self.name}" ({self.type_name}): {message}')
 
+    # What torch, numpy and arithmetic raise when a layer's parameters or inputs make no sense.
+    FAILURES = (ArithmeticError, IndexError, RuntimeError, ValueError)
+
+    def failure(self, error, what, shapes=None):
+        """A CaffeError naming this layer for an exception (one of FAILURES, or a CaffeError
+        that does not name it) raised while it did `what`, on bottoms of `shapes` if given."""
+        if isinstance(error, CaffeError) and str(error).startswith(f'layer "{self.name}"'):
+            return error
+        on = (f" on bottoms of shape(s) {', '.join(str(tuple(s)) for s in shapes)}"
+              if shapes else "")
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        prefix = "" if isinstance(error, CaffeError) else f"cannot {what}{on}: "
+        return self.error(prefix + text)
+
     def check_counts(self):
         """Check the number of bottoms and tops against the layer type's."""
         for what, names, (low, high) in (("bottom", self.param.bottom, self.bottom_count),
@@ -56,16 +70,14 @@ class BaseLayer:
 
     def reshape(self, bottom_shapes):
         """Top shapes for these bottom shapes, by running forward on meta tensors."""
-        bottoms = [torch.empty(shape, device="meta") for shape in bottom_shapes]
         with torch.no_grad():
             try:
+                bottoms = [torch.empty(shape, device="meta") for shape in bottom_shapes]
                 tops = self.forward(bottoms)
             except CaffeError:
                 raise
-            except (RuntimeError, ValueError, IndexError) as exc:
-                raise self.error(f"cannot take bottoms of shape(s) "
-                                 f"{', '.join(str(tuple(s)) for s in bottom_shapes)}: "
-                                 f"{str(exc).splitlines()[0]}") from None
+            except self.FAILURES as exc:
+                raise self.failure(exc, "take them", bottom_shapes) from exc
         return [None if top is None else tuple(top.shape) for top in tops]
 
     def forward(self, bottoms):
