@@ -262,12 +262,14 @@ def parse_args(argv):
                              "engine is always measured")
     parser.add_argument("--threads", type=int,
                         help="torch threads in the measuring processes (default: torch's, one "
-                             "per core); 1 keeps --quick fast on a busy machine")
+                             "per core; with --quick 1, which stays fast on a busy machine)")
     parser.add_argument("--out", default=str(nets.REPO / "bench" / "results"),
                         help="folder for <device>.json and <device>.md (bench/results)")
     parser.add_argument("--case-timeout", type=int, default=1800,
                         help="seconds one measuring process may take (1800)")
     args = parser.parse_args(argv)
+    if args.quick and args.threads is None:
+        args.threads = 1
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available on this machine")
     return args

@@ -114,7 +114,7 @@ def test_ratios_compare_each_engine_variant_with_the_fastest_eager_one():
 
 def _run_quick(tmp_path, *extra):
     done = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick",
-                           "--threads", "1", "--out", str(tmp_path), *extra],
+                           "--out", str(tmp_path), *extra],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "cpu_quick.json").read_text())
