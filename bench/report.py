@@ -31,7 +31,7 @@ def header(results):
              f"{m['matmul_peak_gflops']['bfloat16']:.0f} GFLOP/s bfloat16.",
              f"Load average (1/5/15 min) {_load(results['load_average_start'])} at the start, "
              f"{_load(results['load_average_end'])} at the end; {results['wall_s']:.0f} s in all.",
-             f"Command: `{results['command']}`"
+             f"Command: `{results['command']}` at commit {results['source']}"
              + (" (quick: tiny sizes, numbers meaningless)" if results["quick"] else "")]
     s = results["settings"]
     lines.append(f"Medians of {s['reps_batch1']} runs after {s['warmup']} warm-up run(s) at "

@@ -93,6 +93,18 @@ def matmul_peak_gflops(device, dtype, n):
     return 2 * n ** 3 / best / 1e9
 
 
+def source_version():
+    """The commit measured, with "+changes" when the working tree differs from it."""
+    def git(*command):
+        done = subprocess.run(["git", "-C", str(nets.REPO), *command], capture_output=True,
+                              text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit is None:
+        return "unknown (not a git checkout)"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def machine(device):
     info = {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__,
@@ -287,6 +299,7 @@ def main(argv=None):
     results = {"schema": SCHEMA_VERSION,
                "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                "command": " ".join(["python", "bench/run.py"] + argv),
+               "source": source_version(),
                "device": args.device, "quick": args.quick,
                "load_average_start": os.getloadavg(), "machine": machine(args.device)}
     results["flops_per_image"] = {net: flops_per_image(net, settings["sizes"][net])

@@ -125,6 +125,9 @@ def _run_quick(tmp_path, *extra):
 def _check_schema(results, table, net_names, variant_names):
     assert results["schema"] == run.SCHEMA_VERSION
     assert results["device"] == "cpu" and results["quick"] is True
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=REPO).stdout.strip()
+    assert results["source"].split("+")[0] == (commit or "unknown (not a git checkout)")
     assert results["errors"] == []
     machine = results["machine"]
     assert machine["torch_threads"] == 1
