@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from . import mode
+from . import distributed, mode
 from .errors import CaffeError
 from .logs import add_log_file, get_logger
 
@@ -26,6 +26,9 @@ def _parse_gpus(text):
     if not text:
         return []
     if text == "all":
+        if not torch.cuda.is_available():
+            raise CaffeError('--gpu all: CUDA is not available on this machine (run without --gpu '
+                             "to use the CPU)")
         return list(range(torch.cuda.device_count()))
     try:
         return [int(part) for part in text.split(",")]
@@ -33,12 +36,14 @@ def _parse_gpus(text):
         raise CaffeError(f'--gpu "{text}": expected a device id, a comma-separated list, or "all"') from None
 
 
-def choose_device(gpu_flag, solver_param=None):
+def choose_device(gpu_flag, solver_param=None, gpu=None):
     """Caffe's rule: --gpu wins; else solver_mode: GPU in the solver file; else the CPU.
 
     An explicit --gpu without CUDA is an error; `solver_mode: GPU` without CUDA falls back to the
-    CPU and says so in the log.
+    CPU and says so in the log. A process of a data-parallel job passes the `gpu` it was given.
     """
+    if gpu is not None:
+        gpu_flag = str(gpu)
     log = get_logger()
     gpus = _parse_gpus(gpu_flag)
     if not gpus and solver_param is not None and solver_param.HasField("solver_mode") \
@@ -52,8 +57,8 @@ def choose_device(gpu_flag, solver_param=None):
         raise CaffeError(f"--gpu {gpu_flag}: CUDA is not available on this machine "
                          "(run without --gpu to use the CPU)")
     if len(gpus) > 1:
-        raise CaffeError(f"--gpu {gpu_flag}: training on several GPUs is not supported yet; "
-                         "give one device id")
+        raise CaffeError(f"--gpu {gpu_flag}: only `train` runs on several GPUs (one process "
+                         "each); give one device id")
     if not gpus:
         log.info("Use CPU.")
         mode.set_mode_cpu()
@@ -64,7 +69,8 @@ def choose_device(gpu_flag, solver_param=None):
     return gpus
 
 
-def _install_signal_handlers(solver, sigint_effect, sighup_effect):
+def _install_signal_handlers(request, sigint_effect, sighup_effect):
+    """SIGINT/SIGHUP call `request(effect)` (the solver acts after the current iteration)."""
     log = get_logger()
 
     def handler_for(effect, name):
@@ -72,7 +78,7 @@ def _install_signal_handlers(solver, sigint_effect, sighup_effect):
             if effect == "none":
                 return
             log.info(f"{name} received: will {effect} after the current iteration")
-            solver.requested_action = effect
+            request(effect)
         return handle
 
     signal.signal(signal.SIGINT, handler_for(sigint_effect, "SIGINT"))
@@ -81,30 +87,53 @@ def _install_signal_handlers(solver, sigint_effect, sighup_effect):
 
 
 def cmd_train(args):
-    from .solver import SOLVERS, read_solver, solver_type
+    from .solver import read_solver
 
     if not args.solver:
         raise CaffeError("train: need a solver definition (--solver SOLVER.prototxt)")
     if args.snapshot and args.weights:
         raise CaffeError("train: give --snapshot to resume or --weights to finetune, not both")
     param, _ = read_solver(args.solver)
+    gpus = _parse_gpus(args.gpu)
+    processes = distributed.processes_to_start(gpus, args.workers)
+    if processes > 1:
+        return distributed.launch(args.argv, processes)
+    try:
+        return _train(args, param, gpus)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args, param, gpus):
+    from .solver import SOLVERS, solver_type
+
+    gpu = None
+    if distributed.started_by_launcher():
+        gpu = distributed.init_process(gpus, param, args.sync_bn, args.dist_timeout)
+    elif args.sync_bn:
+        raise CaffeError("--sync_bn needs several processes (--gpu 0,1, --workers N or torchrun)")
     if args.iterations:
         param.max_iter = args.iterations
     param.train_state.level = args.level
     param.train_state.stage.extend(args.stage.split(",") if args.stage else [])
     log = get_logger()
-    if args.log_file != "none":
+    if args.log_file != "none" and distributed.is_root():
         path = args.log_file or f"{param.snapshot_prefix}_{time.strftime('%Y%m%d-%H%M%S')}.log"
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
         add_log_file(path)
         log.info(f"Logging to {path}")
-    choose_device(args.gpu, param)
+    choose_device(args.gpu, param, gpu)
     log.info("Starting Optimization")
     solver = SOLVERS[solver_type(param)](param, source=args.solver)
     solver.overwrite_snapshots = args.overwrite_snapshots
     solver.snapshot_on_nan = not args.no_snapshot_on_nan
-    _install_signal_handlers(solver, args.sigint_effect, args.sighup_effect)
+    if distributed.in_job():
+        request = distributed.GradientAverager(solver).request
+    else:
+        def request(effect):
+            solver.requested_action = effect
+    _install_signal_handlers(request, args.sigint_effect, args.sighup_effect)
     if args.snapshot:
         log.info(f"Resuming from {args.snapshot}")
     elif args.weights:
@@ -257,6 +286,14 @@ def build_parser():
     _flag(train, "no_snapshot_on_nan", action="store_true",
           help="when the loss or a gradient becomes NaN/inf, stop without snapshotting the "
                "weights before that update")
+    _flag(train, "workers", type=int, default=0,
+          help="CPU training in N processes on this machine (torch.distributed, gloo)")
+    _flag(train, "sync_bn", action="store_true",
+          help="in a multi-process job, BN in LEARN mode uses the statistics of all processes' "
+               "batches (default: each process's own batch, as Caffe)")
+    _flag(train, "dist_timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S,
+          help="multi-process jobs: seconds a process waits for the others (at each gradient "
+               "exchange, during process 0's tests and snapshots) before the job stops")
     _flag(train, "log_file", default="",
           help="log file (default: <snapshot_prefix>_<time>.log next to the snapshots; none: off)")
     train.set_defaults(run=cmd_train)
@@ -301,6 +338,7 @@ def run_reporting_errors(run, debug=False, program="segnet-caffe"):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = list(argv)  # a multi-process train runs this same command in each process
     return run_reporting_errors(lambda: args.run(args), getattr(args, "debug", False))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import io, mode
+from . import distributed, io, mode
 from .errors import CaffeError
 from .logs import get_logger
 from .net import Net
@@ -112,7 +112,8 @@ class Solver:
         self._callbacks = []
         self._losses, self.smoothed_loss = [], 0.0
         self.net = self._train_net()
-        self.test_nets = self._test_nets()
+        # As Caffe's root solver: in a data-parallel job process 0 alone tests.
+        self.test_nets = self._test_nets() if distributed.is_root() else []
         for test_net in self.test_nets:
             test_net.share_with(self.net)
         self.history = self._initial_history()
@@ -232,7 +233,8 @@ class Solver:
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses, self.smoothed_loss = [], 0.0
         p = self.param
-        bar = tqdm(total=iters, desc="train", unit="iter", disable=not sys.stderr.isatty(),
+        bar = tqdm(total=iters, desc="train", unit="iter",
+                   disable=not (sys.stderr.isatty() and distributed.is_root()),
                    dynamic_ncols=True, leave=False)
         try:
             self._step_until(stop_iter, start_iter, bar)
@@ -254,7 +256,9 @@ class Solver:
             loss = 0.0
             for k in range(p.iter_size):
                 part = self.forward_backward()
-                if not math.isfinite(part):
+                # In a data-parallel job one process's loss is its own: the processes stop
+                # together at the check of the averaged gradients, which a NaN reaches.
+                if not math.isfinite(part) and not distributed.in_job():
                     self._stop_diverged(f"the loss is {part}"
                                         + (f" in forward {k + 1} of iter_size {p.iter_size}"
                                            if p.iter_size > 1 else "")
@@ -435,7 +439,7 @@ class Solver:
         .caffemodel without its .solverstate is a write a kill interrupted: overwritten, with a
         log line. Temporary files left by killed snapshot writes are removed."""
         p = self.param
-        if not (p.snapshot or p.snapshot_after_train):
+        if not (p.snapshot or p.snapshot_after_train) or not distributed.is_root():
             return
         folder = self._snapshot_folder()
         base = os.path.basename(p.snapshot_prefix)
@@ -462,10 +466,18 @@ class Solver:
                              + ", ".join(sorted(later[i])))
 
     def snapshot(self):
-        """Write <prefix>_iter_N.caffemodel and .solverstate (atomically), plus the resume extras."""
+        """Write <prefix>_iter_N.caffemodel and .solverstate (atomically), plus the resume extras.
+
+        In a data-parallel job every process calls it (they contribute their random states) and
+        process 0 writes; the others return None."""
+        extras = self._resume_extras()
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         suffix = ".h5" if hdf5 else ""
         model_path = self._snapshot_path(".caffemodel" + suffix)
+        state_path = self._snapshot_path(".solverstate" + suffix)
+        if not distributed.is_root():
+            self.last_snapshot = (self.iter, model_path, state_path)   # what process 0 writes
+            return None
         self._snapshot_folder()
         self.log.info(f"Snapshotting to {'HDF5' if hdf5 else 'binary proto'} file {model_path}")
         io.write_caffemodel(model_path, self.net.to_proto(self.param.snapshot_diff))
@@ -473,10 +485,9 @@ class Solver:
                                       current_step=self.current_step)
         for tensor in self.history:
             state.history.add().CopyFrom(io.array_to_blobproto(tensor.cpu().numpy()))
-        state_path = self._snapshot_path(".solverstate" + suffix)
         self.log.info(f"Snapshotting solver state to {'HDF5' if hdf5 else 'binary proto'} file "
                       f"{state_path}")
-        io.atomic_write_bytes(state_path + ".resume", self._resume_extras())
+        io.atomic_write_bytes(state_path + ".resume", extras)
         io.write_solverstate(state_path, state)
         self.last_snapshot = (self.iter, model_path, state_path)
         return model_path, state_path
@@ -485,6 +496,7 @@ class Solver:
         """What Caffe's solverstate lacks for an exact resume: data positions and random state."""
         extras = {"iter": self.iter, "torch_rng": torch.get_rng_state(),
                   "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                  "process_rngs": distributed.gather_rng_states(),
                   "layers": [{layer.name: layer.state() for layer in net.layers
                               if layer.state() is not None}
                              for net in [self.net] + self.test_nets]}
@@ -520,6 +532,7 @@ class Solver:
             torch.set_rng_state(extras["torch_rng"])
             if extras["cuda_rng"] is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(extras["cuda_rng"])
+            distributed.restore_rng_state(extras.get("process_rngs"))
             for net, states in zip([self.net] + self.test_nets, extras["layers"]):
                 for name, layer_state in states.items():
                     if name in net.layer_dict:

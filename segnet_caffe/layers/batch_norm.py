@@ -4,6 +4,7 @@ import torch
 from . import register_layer
 from ._common import learnable_blob, param_like
 from .base import BaseLayer
+from .. import distributed
 from ..proto import caffe_pb2
 
 
@@ -12,7 +13,7 @@ class BatchNormLayer(BaseLayer):
     """Batch normalisation with running statistics (BVLC Caffe).
 
     Parameters: batch_norm_param.use_global_stats (default: phase TEST), moving_average_fraction (0.999), eps (1e-5).
-    Forward: y = (x - mu) / sqrt(var + eps), batch mu/var (biased) over all axes but 1, or mean/s, var/s from the blobs when global.
+    Forward: y = (x - mu) / sqrt(var + eps), batch mu/var (biased) over all axes but 1 (in a training net of a --sync_bn job over every process's batch), or mean/s, var/s from the blobs when global.
     Backward: batch stats: dx = (dy - mean(dy) - y * mean(dy * y)) / sqrt(var + eps); global stats: dx = dy / sqrt(var + eps).
     """
 
@@ -61,9 +62,15 @@ class BatchNormLayer(BaseLayer):
             var = param_like(self.blobs[1], x).detach() * factor
             mean, var = mean.reshape(view), var.reshape(view)
         else:
+            count = x.numel() // max(1, self.blobs[0].shape[0])
             mean = x.mean(axes, keepdim=True)
-            var = ((x - mean) ** 2).mean(axes, keepdim=True)
-            self._update_running_stats(mean, var, x.numel() // max(1, self.blobs[0].shape[0]))
+            if self.phase == caffe_pb2.TRAIN and distributed.sync_batch_stats():
+                mean, mean_sq, count = distributed.global_moments(
+                    mean, (x * x).mean(axes, keepdim=True), count)
+                var = mean_sq - mean * mean
+            else:
+                var = ((x - mean) ** 2).mean(axes, keepdim=True)
+            self._update_running_stats(mean, var, count)
         return [(x - mean) / (var + self.eps).sqrt()]
 
     def _update_running_stats(self, mean, var, m):

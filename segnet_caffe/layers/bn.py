@@ -2,6 +2,7 @@
 from . import register_layer
 from ._common import learnable_blob, param_like
 from .base import BaseLayer
+from .. import distributed
 from ..logs import get_logger
 from ..proto import caffe_pb2
 
@@ -14,7 +15,7 @@ class BNLayer(BaseLayer):
     """Batch normalisation of the SegNet fork.
 
     Parameters: bn_param.bn_mode (LEARN | INFERENCE), bn_param.scale_filler / shift_filler (constant 0); blobs: scale, shift, each 1xCx1x1.
-    Forward: LEARN (TRAIN and TEST alike): y = scale * (x - mu) / sqrt(var + 1e-9) + shift, mu = E[x], var = E[x^2] - E[x]^2 over (N, H, W), optional tops mu, var; INFERENCE: y = scale * x + shift.
+    Forward: LEARN (TRAIN and TEST alike): y = scale * (x - mu) / sqrt(var + 1e-9) + shift, mu = E[x], var = E[x^2] - E[x]^2 over (N, H, W) (in a training net of a --sync_bn job over every process's batch), optional tops mu, var; INFERENCE: y = scale * x + shift.
     Backward: LEARN: dx = scale / sqrt(var + eps) * (dy - mean(dy) - x_norm * mean(dy * x_norm)), dscale = sum(dy * x_norm), dshift = sum(dy); INFERENCE: dx = scale * dy, dscale = sum(dy * x); the diffs of the mu/var tops are ignored and parameter diffs are overwritten, not accumulated.
     """
 
@@ -57,6 +58,8 @@ class BNLayer(BaseLayer):
         mean = (x.mean(spatial, keepdim=True) if spatial else x).mean(0, keepdim=True)
         square = x * x
         mean_sq = (square.mean(spatial, keepdim=True) if spatial else square).mean(0, keepdim=True)
+        if self.phase == caffe_pb2.TRAIN and distributed.sync_batch_stats():
+            mean, mean_sq, _ = distributed.global_moments(mean, mean_sq, x.numel() // channels)
         var = mean_sq - mean * mean
         x_norm = (x - mean) / (var + self.eps).sqrt()
         tops = [x_norm * scale + shift]

@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from .base import BaseLayer
-from .. import mode
+from .. import distributed, mode
 from ..logs import get_logger
+from ..proto import caffe_pb2
 
 
 # ----- list files --------------------------------------------------------------------------------
@@ -117,8 +118,6 @@ class Transformer:
     centred in TEST) and mirror, then (x - mean) * scale, as float32 in NCHW order."""
 
     def __init__(self, layer, param, phase):
-        from ..proto import caffe_pb2
-
         self.layer = layer
         self.scale = np.float32(param.scale)
         self.crop_size = param.crop_size
@@ -179,11 +178,17 @@ class Transformer:
 class BatchOrder:
     """Which list entries batch k holds: consecutive positions from `skip`, wrapping to the start
     inside a batch as Caffe's cursor does; with shuffle, each pass over the list (epoch) in its own
-    permutation drawn from (seed, epoch)."""
+    permutation drawn from (seed, epoch).
 
-    def __init__(self, count, batch_size, shuffle, seed, skip=0):
+    In a data-parallel job of `shards` processes, step k's `shards` batches are consecutive and
+    process `shard` takes the shard-th of them, so the processes read disjoint parts of each
+    epoch and together the same items as one process with `shards` times the batch.
+    """
+
+    def __init__(self, count, batch_size, shuffle, seed, skip=0, shard=0, shards=1):
         self.count, self.batch_size, self.shuffle = count, batch_size, shuffle
         self.seed, self.skip = seed, skip
+        self.shard, self.shards = shard, shards
         self._permutations = {}
 
     def _permutation(self, epoch):
@@ -197,7 +202,7 @@ class BatchOrder:
     def positions(self, k):
         """The global positions of batch k's items (position p is entry p % count of epoch
         p // count)."""
-        start = self.skip + k * self.batch_size
+        start = self.skip + (k * self.shards + self.shard) * self.batch_size
         return range(start, start + self.batch_size)
 
     def entry(self, position):
@@ -250,7 +255,8 @@ class ListDataLayer(BaseLayer):
             if skip >= len(self.entries):
                 raise self.error(f"rand_skip drew {skip} but {source} has only "
                                  f"{len(self.entries)} entries: lower rand_skip")
-        self.order = BatchOrder(len(self.entries), batch_size, shuffle, seed, skip)
+        shard, shards = distributed.data_shard() if self.phase == caffe_pb2.TRAIN else (0, 1)
+        self.order = BatchOrder(len(self.entries), batch_size, shuffle, seed, skip, shard, shards)
         self.batch = 0
         self._cache = None
         self.conversions_said = set()  # channel conversions already logged (see decode)
@@ -259,6 +265,9 @@ class ListDataLayer(BaseLayer):
         if shuffle:
             log.info("Shuffling data")
         log.info(f"A total of {len(self.entries)} examples.")
+        if shards > 1:
+            log.info(f"Process {shard} of {shards} reads batch {shard} of every {shards} "
+                     "consecutive batches")
 
     def load_batch(self, k):
         raise NotImplementedError
@@ -290,16 +299,23 @@ class ListDataLayer(BaseLayer):
 
     def state(self):
         return {"batch": self.batch, "seed": self.order.seed, "skip": self.order.skip,
-                "entries": len(self.entries)}
+                "entries": len(self.entries), "shards": self.order.shards,
+                "batch_size": self.order.batch_size}
 
     def load_state(self, state):
+        """Continue where the saved layer stopped, also when the number of processes (shards) or
+        the batch size differs: the items read so far, batch x shards x batch_size, are skipped."""
         if not state:
             return
         if state.get("entries", len(self.entries)) != len(self.entries):
             get_logger().warning(f'layer "{self.name}": the list now has {len(self.entries)} '
                                  f"entries, {state['entries']} when the state was saved: the "
                                  "data order will differ")
-        self.order = BatchOrder(len(self.entries), self.order.batch_size, self.order.shuffle,
-                                int(state["seed"]), int(state.get("skip", 0)))
-        self.batch = int(state["batch"])
+        order = self.order
+        read = int(state["batch"]) * int(state.get("shards", 1)) * int(
+            state.get("batch_size", order.batch_size))
+        self.batch, rest = divmod(read, order.shards * order.batch_size)
+        self.order = BatchOrder(len(self.entries), order.batch_size, order.shuffle,
+                                int(state["seed"]), int(state.get("skip", 0)) + rest,
+                                order.shard, order.shards)
         self._cache = None
