@@ -429,6 +429,48 @@ def test_batch_norm_statistics_are_not_learnable():
         batch_norm("param { lr_mult: 0 } param { lr_mult: 1 }")
 
 
+# ----- MVN -------------------------------------------------------------------------------------
+def mvn_layer(options, shape=(2, 3, 4, 5)):
+    return layer_from_text(f'name: "m" type: "MVN" bottom: "x" top: "y" mvn_param {{ {options} }}',
+                           [shape])
+
+
+@pytest.mark.parametrize("options,axes", [
+    ("normalize_variance: false", (2, 3)),
+    ("normalize_variance: true", (2, 3)),
+    ("normalize_variance: true across_channels: true", (1, 2, 3)),
+    ("normalize_variance: false across_channels: true", (1, 2, 3)),
+])
+def test_mvn_normalises_each_row(options, axes):
+    layer = mvn_layer(options)
+    x = rand(2, 3, 4, 5, seed=21, low=-1, high=5).astype(np.float64)
+    expected = x - x.mean(axis=axes, keepdims=True)
+    if "normalize_variance: true" in options:
+        expected /= np.sqrt((expected ** 2).mean(axis=axes, keepdims=True)) + 1e-9
+    np.testing.assert_allclose(forward(layer, x.astype(np.float32))[0], expected, rtol=1e-5,
+                               atol=1e-5)
+    assert gradients_ok(layer, x.astype(np.float32))
+
+
+def test_mvn_backward_is_caffes_and_finite_on_constant_rows():
+    layer = mvn_layer("normalize_variance: true eps: 0.5", shape=(1, 2, 3, 1))
+    x = torch.tensor([[[[1.0], [2.0], [4.0]], [[7.0], [7.0], [7.0]]]], requires_grad=True)
+    dy = torch.tensor([[[[0.3], [-1.0], [2.0]], [[1.0], [2.0], [-3.0]]]])
+    (y,) = layer.forward([x])
+    (dx,) = torch.autograd.grad(y, x, dy)
+    rows, y_rows, dy_rows = (t.detach().reshape(2, 3).double() for t in (x, y, dy))
+    std = (rows - rows.mean(1, keepdim=True)).square().mean(1, keepdim=True).sqrt() + 0.5
+    caffe = (dy_rows - dy_rows.mean(1, keepdim=True)
+             - y_rows * (dy_rows * y_rows).mean(1, keepdim=True)) / std
+    np.testing.assert_allclose(dx.reshape(2, 3).numpy(), caffe.numpy(), rtol=1e-6, atol=1e-7)
+    assert torch.isfinite(dx).all() and (y[0, 1] == 0).all()
+
+
+def test_mvn_needs_a_channel_axis():
+    with pytest.raises(CaffeError, match="needs a bottom with a channel axis"):
+        mvn_layer("", shape=(5,))
+
+
 # ----- Scale and Bias --------------------------------------------------------------------------
 @pytest.mark.parametrize("axes,shape,view", [
     ("", (3,), (1, 3, 1, 1)),
