@@ -15,6 +15,7 @@ setup(
         "pillow",
         "matplotlib",
         "tqdm",
+        "grandalf",
     ],
     extras_require={"test": ["pytest", "hypothesis", "grpcio-tools", "h5py"], "hdf5": ["h5py"]},
     entry_points={"console_scripts": ["segnet-caffe=segnet_caffe.cli:main"]},

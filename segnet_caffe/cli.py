@@ -256,6 +256,18 @@ def cmd_plot(args):
     return 0
 
 
+def cmd_draw(args):
+    from . import io
+    from .draw import draw_net_to_file
+    from .proto import caffe_pb2
+
+    net_param = io.read_net_prototxt(args.prototxt)
+    draw_net_to_file(net_param, args.output, caffe_pb2.Phase.Value(args.phase), args.rankdir,
+                     title=f"{net_param.name} ({args.phase})")
+    print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="segnet-caffe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -316,6 +328,16 @@ def build_parser():
     plot.add_argument("output", help="the PNG to write")
     plot.add_argument("--debug", action="store_true")
     plot.set_defaults(run=cmd_plot)
+
+    draw = commands.add_parser("draw", help="draw a net prototxt as a diagram (PNG, SVG or PDF)")
+    draw.add_argument("prototxt", help="the net prototxt")
+    draw.add_argument("output", help="the image to write; its extension picks the format")
+    draw.add_argument("--rankdir", default="TB", choices=("TB", "LR"),
+                      help="layers top to bottom (TB) or left to right (LR)")
+    draw.add_argument("--phase", default="TRAIN", choices=("TRAIN", "TEST"),
+                      help="draw the layers of this phase (include/exclude rules)")
+    draw.add_argument("--debug", action="store_true")
+    draw.set_defaults(run=cmd_draw)
     return parser
 
 
