@@ -198,6 +198,10 @@ class Solver:
                 self.log.info(f"Copying weights of layer {name} from {path}")
             for name in ignored:
                 self.log.info(f"Ignoring source layer {name} of {path} (no layer of that name)")
+            for layer in self.net.layers:
+                if layer.blobs and layer.name not in copied:
+                    self.log.info(f"Layer {layer.name} keeps its filler initialisation "
+                                  f"({path} has no layer of that name)")
             for test_net in self.test_nets:
                 test_net.copy_from(path)
 

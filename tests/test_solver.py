@@ -206,3 +206,30 @@ def test_hdf5_snapshots_resume_exactly(tmp_path, tiny_dataset):
     resumed.step(4)
     for a, b in zip(whole.net.params["conv"], resumed.net.params["conv"]):
         np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_weights_initialisation_logs_each_layer(tmp_path, caplog):
+    solver = make_linear_solver("")
+    source = caffe_pb2.NetParameter(name="source")
+    other = source.layer.add(name="unused", type="InnerProduct")
+    other.blobs.add().CopyFrom(io.array_to_blobproto(np.ones((3, 2), np.float32)))
+    only_other = tmp_path / "other.caffemodel"
+    io.write_caffemodel(str(only_other), source)
+    ip = source.layer.add(name="ip", type="InnerProduct")
+    ip.blobs.add().CopyFrom(io.array_to_blobproto(np.full((1, 2), 3.0, np.float32)))
+    ip.blobs.add().CopyFrom(io.array_to_blobproto(np.full((1,), -1.0, np.float32)))
+    both = tmp_path / "both.caffemodel"
+    io.write_caffemodel(str(both), source)
+    logger = solver.log
+    logger.addHandler(caplog.handler)
+    try:
+        solver.copy_weights(str(only_other))
+        assert f"Layer ip keeps its filler initialisation ({only_other} has no layer" in caplog.text
+        caplog.clear()
+        solver.copy_weights(str(both))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert f"Copying weights of layer ip from {both}" in caplog.text
+    assert f"Ignoring source layer unused of {both}" in caplog.text
+    assert "keeps its filler" not in caplog.text
+    np.testing.assert_array_equal(solver.net.params["ip"][0].data, [[3.0, 3.0]])
