@@ -25,6 +25,7 @@ class DataSpec:
     shuffle: bool = False
     height: int = 360
     width: int = 480
+    crop: int = 0  # random square crops of this side (training), 0 for whole images
 
 
 @dataclass
@@ -39,6 +40,8 @@ def _data(n, data):
     param = dict(source=data.source, batch_size=data.batch_size, shuffle=data.shuffle)
     if data.root_folder:
         param["root_folder"] = data.root_folder
+    if data.crop:
+        param.update(crop_height=data.crop, crop_width=data.crop)
     n.data, n.label = L.DenseImageData(dense_image_data_param=param, ntop=2)
     return n.data
 
@@ -112,11 +115,17 @@ def _pooled_sizes(height, width, levels):
     return sizes
 
 
-def segnet_squares(data, loss, variant="train", name="segnet_squares"):
+def segnet_squares(data, loss, variant="train", name="segnet_squares", normalize_input=True):
     """The report's simplified SegNet: LRN, 2 encoders (7x7 conv 64, BN, ReLU, pool with mask),
     2 decoders (upsample by mask, 7x7 conv 64, BN), 1x1 classifier. Layer names are the
-    report author's, so his .caffemodel files load by name."""
-    return _segnet_basic_like(data, loss, variant, name, levels=2, dropout_levels=())
+    report author's, so his .caffemodel files load by name.
+
+    normalize_input puts an MVN layer (each image's channels to mean 0, variance 1) before the
+    LRN: the net sees only about 40 px around a pixel, so without it the inside of a 90 px
+    square looks like background, and only LEARN-mode BN at batch 1 (per-image statistics)
+    could tell them apart. MVN has no parameters: the report author's weights still load."""
+    return _segnet_basic_like(data, loss, variant, name, levels=2, dropout_levels=(),
+                              normalize_input=normalize_input)
 
 
 def segnet_basic(data, loss, variant="train", name="segnet_basic", bayesian=False):
@@ -126,10 +135,18 @@ def segnet_basic(data, loss, variant="train", name="segnet_basic", bayesian=Fals
                               dropout_levels=(3, 4) if bayesian else ())
 
 
-def _segnet_basic_like(data, loss, variant, name, levels, dropout_levels):
+def _segnet_basic_like(data, loss, variant, name, levels, dropout_levels, normalize_input=False):
     n = NetSpec()
     top = _data(n, data)
-    n.norm = L.LRN(top, lrn_param=dict(local_size=5, alpha=0.0001, beta=0.75))
+    lrn = dict(local_size=5, alpha=0.0001, beta=0.75)  # the report's
+    if normalize_input:
+        n.mvn = L.MVN(top)
+        top = n.mvn
+        # y = x / sqrt(1 + |x|^2) over the 3 channels: squashes the normalised colours so that
+        # a square's pixels look alike whatever the image size (MVN scales them by ~sqrt(1/f)
+        # for a square covering a fraction f of the image).
+        lrn = dict(local_size=5, alpha=5, beta=0.5, k=1)
+    n.norm = L.LRN(top, lrn_param=lrn)
     top = n.norm
     for i in range(1, levels + 1):
         top = _conv_bn(n, f"conv{i}", top, 64, 7, variant, relu=f"relu{i}")

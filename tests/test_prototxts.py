@@ -19,6 +19,7 @@ def test_committed_prototxts_are_up_to_date():
 
 @pytest.mark.parametrize("name, size, classes, params", [
     ("segnet_squares", (512, 512), 2, 612418),
+    ("segnet_squares_report", (512, 512), 2, 612418),
     ("segnet_basic", (360, 480), 11, 1416587),
     ("segnet", (360, 480), 11, 29443723),
     ("bayesian_segnet_basic", (360, 480), 11, 1416587),
@@ -44,9 +45,13 @@ def test_squares_net_matches_the_report_authors_layers(shared_dir):
     """His caffemodel's layers are ours, by name, and his weights load into ours shape-checked."""
     seed = shared_dir / "data" / "seed_models" / "manoj_basic_iter_100.caffemodel"
     theirs = io.read_caffemodel(str(seed))
+    report = io.read_net_prototxt(str(ROOT / "prototxt" / "segnet_squares_report_train.prototxt"))
     ours = io.read_net_prototxt(str(ROOT / "prototxt" / "segnet_squares_train.prototxt"))
-    assert [layer.name for layer in ours.layer] == \
-        [layer.name for layer in theirs.layer if layer.type != "Split"]
+    theirs_names = [layer.name for layer in theirs.layer if layer.type != "Split"]
+    assert [layer.name for layer in report.layer] == theirs_names
+    # ours adds one parameter-free MVN layer between the data and the LRN
+    assert [layer.name for layer in ours.layer] == theirs_names[:1] + ["mvn"] + theirs_names[1:]
+    assert ours.layer[1].type == "MVN" and ours.layer[2].bottom == ["mvn"]
     net = caffe.Net(input_fed(ours, (512, 512)), caffe.TRAIN)
     copied, ignored = net.copy_from(str(seed))
     assert sorted(copied) == sorted(layer.name for layer in theirs.layer if layer.blobs)
