@@ -22,21 +22,24 @@ class Architecture:
     encoder: tuple           # ((block name, (channels, ...)), ...), input side first
     kernel: int
     classes: int
-    lrn: bool                # SegNet-Basic's LRN on the input
+    lrn: tuple               # LocalResponseNorm (size, alpha, beta, k) on the input, or ()
     decoder_relu: bool       # VGG16 SegNet's decoder has ReLUs, SegNet-Basic's has none
     vgg_names: bool          # conv{b}_{j} / conv{b}_{j}_D (VGG16) or conv{b} / conv_decode{b}
     ignore_label: int = -1   # the loss's void label (-1: none)
+    mvn: bool = False        # per-image, per-channel mean/variance normalisation before the LRN
 
 
 ARCHITECTURES = {
     "segnet_squares": Architecture(encoder=(("1", (64,)), ("2", (64,))), kernel=7, classes=2,
-                                   lrn=True, decoder_relu=False, vgg_names=False),
+                                   lrn=(5, 5.0, 0.5, 1.0), mvn=True, decoder_relu=False,
+                                   vgg_names=False),
     "segnet_basic": Architecture(encoder=tuple((str(b), (64,)) for b in range(1, 5)), kernel=7,
-                                 classes=11, lrn=True, decoder_relu=False, vgg_names=False,
+                                 classes=11, lrn=(5, 1e-4, 0.75, 1.0), decoder_relu=False,
+                                 vgg_names=False,
                                  ignore_label=11),
     "segnet": Architecture(encoder=(("1", (64, 64)), ("2", (128, 128)), ("3", (256,) * 3),
                                     ("4", (512,) * 3), ("5", (512,) * 3)),
-                           kernel=3, classes=11, lrn=False, decoder_relu=True, vgg_names=True,
+                           kernel=3, classes=11, lrn=(), decoder_relu=True, vgg_names=True,
                            ignore_label=11),
 }
 
@@ -60,7 +63,7 @@ class SegNet(nn.Module):
     def __init__(self, arch, in_channels=3):
         super().__init__()
         self.arch = arch
-        self.lrn = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if arch.lrn else None
+        self.lrn = nn.LocalResponseNorm(*arch.lrn) if arch.lrn else None
         self.encoders = nn.ModuleList()
         channels = in_channels
         for block, widths in arch.encoder:
@@ -88,6 +91,9 @@ class SegNet(nn.Module):
         self.classifier.caffe_name = "conv1_1_D" if arch.vgg_names else "conv_classifier"
 
     def forward(self, x):
+        if self.arch.mvn:
+            x = x - x.mean((2, 3), keepdim=True)
+            x = x / (x.square().mean((2, 3), keepdim=True).sqrt() + 1e-9)
         if self.lrn is not None:
             x = self.lrn(x)
         pooled = []
