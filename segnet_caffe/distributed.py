@@ -19,6 +19,7 @@ of them snapshot or stop at the same iteration. A collective that fails (another
 or waits longer than the job's timeout becomes one CaffeError line.
 """
 import datetime
+import glob
 import os
 import signal
 import sys
@@ -96,9 +97,20 @@ def _require_cuda(gpus):
                          "machine (leave --gpu out to train on the CPU with the gloo backend)")
 
 
-def _leave_to_workers(signum, frame):
-    get_logger().info(f"{signal.Signals(signum).name} received: the workers snapshot or stop "
-                      "after the current iteration")
+def _forward_to_workers(signum, frame):
+    """Pass SIGINT/SIGHUP on to the workers (the elastic launcher starts each in its own session,
+    out of the terminal's reach); they agree on it and snapshot or stop together."""
+    children = set()
+    for path in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
+        with open(path) as stream:
+            children.update(int(pid) for pid in stream.read().split())
+    get_logger().info(f"{signal.Signals(signum).name} received: passed on to the "
+                      f"{len(children)} training processes")
+    for pid in children:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
 
 
 def launch(argv, processes):
@@ -109,14 +121,14 @@ def launch(argv, processes):
 
     log = get_logger()
     log.info(f"Starting {processes} training processes on this machine (torch.distributed)")
-    # The workers handle SIGINT/SIGHUP themselves (a terminal sends them to the whole process
-    # group); the launcher only waits for them, so a Ctrl-C snapshot is not cut short.
+    # SIGINT/SIGHUP go on to the workers (torch's launcher would shut them down instead), so
+    # that Ctrl-C snapshots and stops and SIGHUP snapshots, as in one process.
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes,
                           run_id=f"segnet-caffe-{os.getpid()}", rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=0,
                           signals_to_handle="SIGTERM,SIGQUIT")
     handled = [sig for sig in (signal.SIGINT, getattr(signal, "SIGHUP", None)) if sig]
-    previous = {sig: signal.signal(sig, _leave_to_workers) for sig in handled}
+    previous = {sig: signal.signal(sig, _forward_to_workers) for sig in handled}
     try:
         elastic_launch(config, sys.executable)("-m", "segnet_caffe", *argv)
     except ChildFailedError as exc:

@@ -5,6 +5,7 @@ launcher) and, where a test needs to look inside the processes, two spawned proc
 the job through the same `distributed.init_process` as the command's workers. Every job runs
 under a deadline, so a hang fails the test instead of the suite.
 """
+import contextlib
 import multiprocessing
 import os
 import queue
@@ -88,7 +89,7 @@ layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" to
 
 
 def write_solver(folder, source, batch_size, iter_size=2, bn=False, max_iter=4, prefix=None,
-                 clip=0.05):
+                 clip=0.05, base_lr=0.1):
     """SGD with momentum, a step lr policy, weight decay, gradient clipping and iter_size;
     snapshots FOLDER/snap_iter_N unless given another prefix."""
     prefix = prefix or f"{folder}/snap"
@@ -96,7 +97,7 @@ def write_solver(folder, source, batch_size, iter_size=2, bn=False, max_iter=4, 
     (folder / "net.prototxt").write_text(net_text(source, batch_size, bn))
     (folder / "solver.prototxt").write_text(f"""
 net: "{folder}/net.prototxt"
-type: "SGD" base_lr: 0.1 momentum: 0.9 weight_decay: 0.01 clip_gradients: {clip}
+type: "SGD" base_lr: {base_lr} momentum: 0.9 weight_decay: 0.01 clip_gradients: {clip}
 lr_policy: "step" gamma: 0.5 stepsize: 2 max_iter: {max_iter} iter_size: {iter_size}
 display: 1 snapshot: 2 snapshot_prefix: "{prefix}" random_seed: 7 solver_mode: CPU
 """)
@@ -340,36 +341,77 @@ def test_a_killed_process_stops_the_others_with_a_message(tmp_path, images):
                                                     "process of the job stopped or crashed"), message
 
 
-@pytest.mark.slow
-def test_the_launcher_stops_the_job_when_a_worker_is_killed(tmp_path, images):
-    solver = write_solver(tmp_path, images, batch_size=1, max_iter=10000)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    launcher = subprocess.Popen([sys.executable, "-m", "segnet_caffe", "train", "--solver",
-                                 str(solver), "--workers", "2", "--log_file", "none"],
-                                cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+def test_a_diverging_job_stops_every_process_at_the_same_update(tmp_path, images):
+    # The processes see the same averaged gradients: a NaN in one reaches all, and they stop
+    # together (process 0 snapshotting the weights before that update) instead of hanging.
+    solver = write_solver(tmp_path / "job", images, batch_size=1, max_iter=50, prefix="snap",
+                          clip=-1, base_lr=1e12)
+    reports = run_processes(_train_in_own_folder, str(tmp_path), str(solver), False, None)
+    messages = [reports[rank][1] for rank in (0, 1)]
+    assert [reports[rank][0] for rank in (0, 1)] == ["error", "error"], reports
+    assert messages[0].startswith("CaffeError: iteration ") and \
+        "training stopped without applying this update" in messages[0], messages
+    iteration = int(messages[0].split()[2].rstrip(":"))
+    assert all(m.startswith(f"CaffeError: iteration {iteration}:") for m in messages), messages
+    assert sorted(os.listdir(tmp_path / "process0")) == [
+        f"snap_iter_{iteration}.caffemodel", f"snap_iter_{iteration}.solverstate",
+        f"snap_iter_{iteration}.solverstate.resume"]
+    assert os.listdir(tmp_path / "process1") == []
+
+
+@contextlib.contextmanager
+def running_job(folder, images):
+    """`train --workers 2` of a long run, in the background, once it has snapshotted iteration
+    2: yields (the launcher's Popen, {rank: worker pid}, the file of its stderr)."""
+    solver = write_solver(folder, images, batch_size=1, max_iter=10000)
+    errors = folder / "stderr.txt"
+    with open(errors, "w") as stream:
+        launcher = subprocess.Popen([sys.executable, "-m", "segnet_caffe", "train", "--solver",
+                                     str(solver), "--workers", "2", "--log_file", "none"],
+                                    cwd=folder, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                                    stderr=stream)
     try:
-        victim, end = None, time.monotonic() + DEADLINE_S
-        while victim is None and time.monotonic() < end and launcher.poll() is None:
+        end = time.monotonic() + DEADLINE_S
+        while not (folder / "snap_iter_2.solverstate").exists():
+            assert time.monotonic() < end and launcher.poll() is None, errors.read_text()[-3000:]
             time.sleep(0.5)
-            children = " ".join(path.read_text()
-                                for path in Path(f"/proc/{launcher.pid}/task").glob("*/children"))
-            for pid in children.split():
+        workers = {}
+        for path in Path(f"/proc/{launcher.pid}/task").glob("*/children"):
+            for pid in path.read_text().split():
                 environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                if b"RANK=1" in environment and Path(tmp_path / "snap_iter_2.caffemodel").exists():
-                    victim = int(pid)
-        assert victim is not None, "the job did not reach iteration 2"
-        os.kill(victim, signal.SIGKILL)
-        killed = time.monotonic()
-        _, errors = launcher.communicate(timeout=60)
-        assert time.monotonic() - killed < 60
+                rank = next(v for v in environment if v.startswith(b"RANK="))
+                workers[int(rank[5:])] = int(pid)
+        assert sorted(workers) == [0, 1]
+        yield launcher, workers, errors
     finally:
         if launcher.poll() is None:
             launcher.kill()
-            launcher.communicate()
-    assert launcher.returncode == 1
-    assert errors.strip().splitlines()[-1] == (
-        f"segnet-caffe: error: training job of 2 processes failed: process 1 (pid {victim}) was "
-        "killed by SIGKILL; the other processes were stopped")
+        launcher.wait()
+
+
+@pytest.mark.slow
+def test_the_launcher_stops_the_job_when_a_worker_is_killed(tmp_path, images):
+    with running_job(tmp_path, images) as (launcher, workers, errors):
+        os.kill(workers[1], signal.SIGKILL)
+        assert launcher.wait(timeout=60) == 1
+    assert errors.read_text().strip().splitlines()[-1] == (
+        f"segnet-caffe: error: training job of 2 processes failed: process 1 (pid {workers[1]}) "
+        "was killed by SIGKILL; the other processes were stopped")
+
+
+@pytest.mark.slow
+def test_ctrl_c_snapshots_and_stops_every_process_at_the_same_iteration(tmp_path, images):
+    with running_job(tmp_path, images) as (launcher, workers, errors):
+        os.kill(launcher.pid, signal.SIGINT)
+        assert launcher.wait(timeout=60) == 0, errors.read_text()[-3000:]
+    log = errors.read_text()
+    assert "SIGINT received: passed on to the 2 training processes" in log
+    assert "Optimization stopped early." in log
+    last = max(int(path.name.split("_")[2].split(".")[0])
+               for path in tmp_path.glob("snap_iter_*.solverstate"))
+    assert last > 2 and f"Resume from iteration {last} with --snapshot" in log
+    state = io.read_solverstate(str(tmp_path / f"snap_iter_{last}.solverstate"))
+    assert state.iter == last
 
 
 # ----- flags -------------------------------------------------------------------------------------
