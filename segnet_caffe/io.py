@@ -415,13 +415,26 @@ def _read_binary(path, message, kind):
     try:
         message.ParseFromString(data)
     except DecodeError as error:
-        raise CaffeError(f"{path}: not a Caffe binary {kind} "
-                         f"({' '.join(str(error).split()) or 'undecodable'})") from None
+        detail = str(error).split(": ")[-1].strip() or "undecodable"
+        raise CaffeError(f"{path}: not a Caffe binary {kind} ({detail}: the file is truncated "
+                         f"or corrupt{_looks_like_text(data)})") from None
     unknown = [field.field_number for field in unknown_fields.UnknownFieldSet(message)]
     if unknown:
         raise CaffeError(f"{path}: not a Caffe binary {kind} (field number {unknown[0]} is "
                          f"not part of {kind})")
     return message
+
+
+def _looks_like_text(data):
+    """A hint for a text file given where a binary one is expected."""
+    head = data[:512]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    if all(c.isprintable() or c.isspace() for c in text):
+        return ", or a text file (a prototxt?) where a binary file is expected"
+    return ""
 
 
 def blobproto_to_array(blob, return_diff=False, name="BlobProto"):

@@ -6,6 +6,7 @@ layer's gradient coming from autograd over that layer's forward alone, so every 
 (in-place tops, split layers summing diffs, propagate_down, force_backward, parameter diffs
 that accumulate across calls) holds exactly.
 """
+import re
 from collections import OrderedDict
 
 import torch
@@ -251,9 +252,10 @@ class Net:
                 layer.setup(bottom_shapes)
             except (CaffeError, MemoryError) + layer.FAILURES as error:
                 if out_of_memory(error):
-                    raise layer.error("out of memory creating its parameters ("
-                                      + ", ".join(str(b.shape) for b in layer.blobs)
-                                      + "): check num_output and the kernel size") from None
+                    size = re.search(r"allocate (\d+) bytes", str(error))
+                    need = f" ({int(size.group(1)) / 2 ** 30:.1f} GiB)" if size else ""
+                    raise layer.error(f"out of memory creating its parameters{need}: check "
+                                      "num_output and the kernel size") from None
                 raise layer.failure(error, "set up", bottom_shapes) from error
             for blob in layer.blobs:
                 blob.to(self._device)

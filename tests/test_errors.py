@@ -199,10 +199,12 @@ CASES = [
      lambda: train_api(weights="w.caffemodel"), r'^w\.caffemodel: cannot read \(No such file'),
     ("truncated weights", write("w.caffemodel", b"\x0a\x05tin"), TRAIN + ("--weights", "w.caffemodel"),
      lambda: train_api(weights="w.caffemodel"),
-     r'^w\.caffemodel: not a Caffe binary NetParameter \(.*corrupt'),
+     r'^w\.caffemodel: not a Caffe binary NetParameter \(Wire format was corrupt: the file is '
+     r'truncated or corrupt\)$'),
     ("text file as weights", write("w.caffemodel", "name: 'not binary'\n"),
      TRAIN + ("--weights", "w.caffemodel"), lambda: train_api(weights="w.caffemodel"),
-     r'^w\.caffemodel: not a Caffe binary NetParameter'),
+     r'^w\.caffemodel: not a Caffe binary NetParameter \(Wire format was corrupt: the file is '
+     r'truncated or corrupt, or a text file \(a prototxt\?\) where a binary file is expected\)$'),
     ("empty weights file", write("w.caffemodel", b""), TRAIN + ("--weights", "w.caffemodel"),
      lambda: train_api(weights="w.caffemodel"),
      r'^w\.caffemodel: empty file, not a Caffe binary NetParameter$'),
@@ -226,13 +228,13 @@ CASES = [
      r'^net\.prototxt: layer "data" \(DenseImageData\): list file "list\.txt" is empty: it needs '
      r'one "image_path label_path" per line$'),
     ("list line that is not two paths", write("list.txt", LIST + "img0.png\n"), TRAIN, train_api,
-     r'^net\.prototxt: layer "data" \(DenseImageData\): list\.txt:5: 1 fields; expected '
+     r'^net\.prototxt: layer "data" \(DenseImageData\): list\.txt:5: 1 field; expected '
      r'"image_path label_path", got \'img0\.png\'$'),
     ("image that does not exist", edit("list.txt", "img1.png", "img9.png"), TRAIN, train_api,
      r'^net\.prototxt: layer "data" \(DenseImageData\): list\.txt:2: cannot read image "img9\.png": no such file$'),
     ("label that does not decode", both(write("junk.png", b"not a png"),
                                         edit("list.txt", "lab1.png", "junk.png")), TRAIN, train_api,
-     r'^net\.prototxt: layer "data" \(DenseImageData\): list\.txt:2: cannot read image "junk\.png": OpenCV '
+     r'^net\.prototxt: layer "data" \(DenseImageData\): list\.txt:2: cannot read label image "junk\.png": OpenCV '
      r'cannot decode it$'),
     ("image and label of different sizes", write_image("img1.png", np.zeros((8, 6, 3), np.uint8)),
      TRAIN, train_api, r'^net\.prototxt: layer "data" \(DenseImageData\): list\.txt:2: image "img1\.png" is 8x6 '
@@ -282,3 +284,13 @@ def test_converted_channels_are_said_once_per_layer(case_dir, cli_in_process):
     assert "img1.png" not in err
     assert err.count('"img2.png" is an image with an alpha channel, read as BGR') == 1
     assert err.count('"lab3.png" is a label image in colour (mode RGB), read as grayscale') == 1
+
+
+def test_rgb_labels_with_equal_channels_read_quietly(case_dir, cli_in_process):
+    """The squares data set stores labels as RGB (1, 1, 1): read as grayscale they are right."""
+    for i in range(4):
+        label = cv2.imread(f"lab{i}.png", cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(f"lab{i}.png", np.repeat(label[:, :, None], 3, axis=2))
+    status, err = cli_in_process(*TRAIN)
+    assert status == 0, err
+    assert "label image in colour" not in err

@@ -163,6 +163,18 @@ def test_nan_through_the_cli_is_one_line_and_the_flag_skips_the_snapshot(tmp_pat
                      f"run_iter_{i}.solverstate.resume")])
 
 
+@pytest.mark.skipif(not Path("/proc/sys/vm/overcommit_memory").exists()
+                    or Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1",
+                    reason="needs Linux refusing allocations larger than memory")
+def test_parameters_too_large_to_allocate_name_the_layer():
+    text = SQRT_NET.replace("dim: 4 dim: 3", "dim: 4 dim: 4096").replace("num_output: 3",
+                                                                       "num_output: 2147483647")
+    with pytest.raises(caffe.CaffeError, match=r'^<NetParameter>: layer "ip1" \(InnerProduct\): '
+                                               r"out of memory creating its parameters \(32768\.0 "
+                                               r"GiB\): check num_output and the kernel size$"):
+        caffe.Net(io.parse_net_text(text), caffe.TRAIN)
+
+
 # ----- the snapshot_prefix rule ----------------------------------------------------------------
 def write_files(folder, extra=""):
     (folder / "net.prototxt").write_text(SQRT_NET)

@@ -202,7 +202,7 @@ def test_dense_root_folder_and_batch_size_one_with_varying_sizes(tmp_path, monke
 @pytest.mark.parametrize("lines, dense, transform, message", [
     (None, "", "", r'list file "missing.txt" does not exist'),
     ([], "", "", "is empty"),
-    (["img/0.png lab/0.png", "img/1.png"], "", "", r"list.txt:2: 1 fields"),
+    (["img/0.png lab/0.png", "img/1.png"], "", "", r"list.txt:2: 1 field;"),
     (["img/0.png lab/0.png extra"], "", "", r"list.txt:1: 3 fields"),
     (["img/0.png lab/0.png", "img/9.png lab/1.png"], "", "",
      r'list.txt:2: cannot read image "img/9.png": no such file'),

@@ -41,7 +41,7 @@ class DenseImageDataLayer(ListDataLayer):
 
         def parse(tokens):
             if len(tokens) != 2:
-                raise ValueError(f"{len(tokens)} fields")
+                raise ValueError(f"{len(tokens)} field{'' if len(tokens) == 1 else 's'}")
             return tuple(tokens)
 
         self.entries = read_list(self, param.source, parse, '"image_path label_path"')
@@ -56,7 +56,7 @@ class DenseImageDataLayer(ListDataLayer):
             where = f"{self.source}:{number}"
             image_path, label_path = self.root + image_name, self.root + label_name
             image = decode(self, image_path, where, self.is_color, *self.new_size)
-            label = decode(self, label_path, where, False, *self.new_size, nearest=True)
+            label = decode(self, label_path, where, False, *self.new_size, is_label=True)
             if image.shape[:2] != label.shape[:2]:
                 raise self.error(f'{where}: image "{image_path}" is {image.shape[0]}x'
                                  f'{image.shape[1]} but label "{label_path}" is {label.shape[0]}x'

@@ -49,18 +49,19 @@ def read_list(layer, source, parse, what):
 
 
 # ----- decoding ----------------------------------------------------------------------------------
-def decode(layer, path, where, is_color, new_height=0, new_width=0, nearest=False):
+def decode(layer, path, where, is_color, new_height=0, new_width=0, is_label=False):
     """Caffe's ReadImageToCVMat: an HxWxC uint8 array (BGR, or C=1 for grayscale), resized to
     new_height x new_width when both are set, bilinearly (images) or nearest-neighbour (labels)."""
+    kind = "label image" if is_label else "image"
     if not os.path.isfile(path):
-        raise layer.error(f'{where}: cannot read image "{path}": no such file')
+        raise layer.error(f'{where}: cannot read {kind} "{path}": no such file')
     image = cv2.imread(path, cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
     if image is None:
-        raise layer.error(f'{where}: cannot read image "{path}": OpenCV cannot decode it')
-    _say_once_if_converted(layer, path, where, is_color, nearest)
+        raise layer.error(f'{where}: cannot read {kind} "{path}": OpenCV cannot decode it')
+    _say_once_if_converted(layer, path, where, is_color, is_label)
     if new_height > 0 and new_width > 0:
         image = cv2.resize(image, (new_width, new_height),
-                           interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
+                           interpolation=cv2.INTER_NEAREST if is_label else cv2.INTER_LINEAR)
     if image.ndim == 2:
         image = image[:, :, None]
     return image
@@ -81,6 +82,8 @@ def _say_once_if_converted(layer, path, where, is_color, is_label):
     elif is_color and (file_mode in ("RGBA", "LA", "PA", "La", "RGBa") or transparent):
         what = "an image with an alpha channel, read as BGR (the alpha channel is dropped)"
     elif is_label and file_mode not in ("1", "L", "I", "I;16", "F"):
+        if not _colour_label_differs(layer, path):
+            return
         what = (f"a label image in colour (mode {file_mode}), read as grayscale: its values "
                 "are luminances (0.299 R + 0.587 G + 0.114 B), not class numbers; labels must "
                 "be one-channel images of class indices")
@@ -90,6 +93,18 @@ def _say_once_if_converted(layer, path, where, is_color, is_label):
         layer.conversions_said.add(what)
         get_logger().warning(f'layer "{layer.name}": {where}: "{path}" is {what} (said once '
                              "for this layer)")
+
+
+def _colour_label_differs(layer, path):
+    """Whether the first colour label image a layer reads has channels that differ (a colour
+    coding); labels stored as RGB with R = G = B (the squares data set) read correctly. One
+    extra decode per layer: a data set's labels are assumed to be stored alike."""
+    if "colour label checked" in layer.conversions_said:
+        return False
+    layer.conversions_said.add("colour label checked")
+    pixels = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    return pixels is not None and pixels.ndim == 3 and bool(
+        (pixels[:, :, :3] != pixels[:, :, :1]).any())
 
 
 # ----- Caffe's DataTransformer -------------------------------------------------------------------
