@@ -4,6 +4,7 @@
 # test squares (metrics + pictures), plot the loss curve and draw the net.
 #
 #   bash scripts/demo_squares.sh [OUT_DIR] [--size N] [--count N] [--iterations N] [--data DIR]
+#                                [--gpu N]
 #
 # OUT_DIR defaults to runs/demo_squares_<time>; the dataset goes to --data (default
 # data/squares_<size>_<count>).
@@ -15,14 +16,15 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-$(command -v python || command -v python3)}
 source scripts/pipeline.sh
 
-out="" size=256 count=100 iterations="" data=""
+out="" size=256 count=100 iterations="" data="" gpu=""
 while [ $# -gt 0 ]; do
   case $1 in
     --size) size=$2; shift 2 ;;
     --count) count=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --iterations) iterations=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --gpu) gpu=$2; shift 2 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) echo "demo_squares.sh: unknown option $1" >&2; exit 2 ;;
     *) out=$1; shift ;;
   esac

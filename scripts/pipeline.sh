@@ -1,21 +1,25 @@
 # Sourced by the demo scripts: train a generated model, recompute its BN statistics, test it,
 # plot the loss and draw the net. Needs $python, $out (holding prototxt/ from
-# generate_prototxts.py --out $out/prototxt --snapshots $out/snapshots) and $start.
+# generate_prototxts.py --out $out/prototxt --snapshots $out/snapshots), $start and $gpu (a
+# CUDA device id for training and testing, or empty for the CPU).
 #   run_pipeline MODEL ITERATIONS BN_BATCHES TEST_BATCHES
 run_pipeline() {
   local model=$1 iterations=$2 bn_batches=$3 test_batches=$4
   local prototxt=$out/prototxt/$model
   echo "== train $model for $iterations iterations (log: $out/train.log)"
   mkdir -p "$out/snapshots"
-  bash train.sh "${prototxt}_solver.prototxt" --iterations "$iterations" --log_file "$out/train.log"
+  bash train.sh "${prototxt}_solver.prototxt" --iterations "$iterations" --log_file "$out/train.log" \
+    ${gpu:+--gpu "$gpu"}
 
   echo "== BN statistics over $bn_batches training batches"
   "$python" scripts/compute_bn_statistics.py "${prototxt}_train.prototxt" \
     "$out/snapshots/${model}_iter_$iterations.caffemodel" "$out/bn" --iterations "$bn_batches"
 
   echo "== test on $test_batches batches of the test list"
-  "$python" scripts/test_segmentation_camvid.py --model "${prototxt}_inference.prototxt" \
-    --weights "$out/bn/test_weights.caffemodel" --iter "$test_batches" --samples 4 --out "$out/test"
+  ${gpu:+env CUDA_VISIBLE_DEVICES="$gpu"} "$python" scripts/test_segmentation_camvid.py \
+    --model "${prototxt}_inference.prototxt" \
+    --weights "$out/bn/test_weights.caffemodel" --iter "$test_batches" --samples 4 --out "$out/test" \
+    ${gpu:+--gpu}
 
   echo "== loss curve and network diagram"
   "$python" -m segnet_caffe plot "$out/train.log" "$out/loss.png"
