@@ -36,7 +36,8 @@ def model_files(squares_root, camvid_root, class_weights, camvid_lists=None):
     files = {
         "segnet_squares": (segnet_squares(squares_train, squares_loss, "train"),
                            segnet_squares(squares_test, squares_loss, "inference"),
-                           dict(base_lr=0.01, max_iter=60, snapshot=20, display=10)),
+                           dict(base_lr=0.05, gamma=0.1, stepsize=45, max_iter=60, snapshot=20,
+                                display=5)),
         # The report's net exactly as its author had it (no MVN), for his weights and for
         # comparison: in INFERENCE mode it cannot segment the squares' insides.
         "segnet_squares_report": (
