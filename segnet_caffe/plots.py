@@ -50,7 +50,7 @@ def plot_training_log(log_path, png_path):
                   label=f"test #{net} {name}")
     loss_axis.set_xlabel("iteration")
     loss_axis.set_ylabel("loss")
-    loss_axis.set_title("Training and validation loss")
+    loss_axis.set_title("Training loss and test outputs" if tests else "Training loss")
     handles, labels = loss_axis.get_legend_handles_labels()
     if other_axis is not None:
         more_handles, more_labels = other_axis.get_legend_handles_labels()
