@@ -30,7 +30,10 @@ def header(results):
              f"{m['matmul_peak_gflops']['float32']:.0f} GFLOP/s float32, "
              f"{m['matmul_peak_gflops']['bfloat16']:.0f} GFLOP/s bfloat16.",
              f"Load average (1/5/15 min) {_load(results['load_average_start'])} at the start, "
-             f"{_load(results['load_average_end'])} at the end; {results['wall_s']:.0f} s in all.",
+             f"{_load(results['load_average_end'])} at the end; {results['wall_s']:.0f} s in all"
+             + ("." if results["cases_done"] == results["cases_planned"] else
+                f" (incomplete: {results['cases_done']} of {results['cases_planned']} "
+                "measuring processes done)."),
              f"Command: `{results['command']}` at commit {results['source']}"
              + (" (quick: tiny sizes, numbers meaningless)" if results["quick"] else "")]
     s = results["settings"]

@@ -139,8 +139,9 @@ def flops_per_image(net_name, size):
 
 # ----- cases -------------------------------------------------------------------------------------
 def plan_cases(args, settings):
-    """[(family, variant, kinds, nets)]: the engine default first (its outputs are the
-    reference for the other variants), then the other engine variants, then the eager ones."""
+    """[(family, variant, kinds, nets)]: the data cases (short) first, then net by net in the
+    order given (so a run cut short has whole nets), each net's plain engine first (its output
+    is the reference for the other engine variants), the other engine variants, the eager ones."""
     engine = variants.by_name()
     if "engine" not in engine:
         raise SystemExit('bench/variants.py: the plain "engine" variant is missing')
@@ -152,15 +153,15 @@ def plan_cases(args, settings):
         if unknown:
             raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {sorted(known)}")
         families = [f for f in families if f[1] in args.variants or f[1] == "engine"]
-    cases = []
-    for family, name, kinds in families:
-        compute = [k for k in ("inference", "train") if k in kinds]
-        if args.quick:
-            cases.append((family, name, compute, args.nets))
-        else:
-            cases += [(family, name, [kind], [net]) for net in args.nets for kind in compute]
-        if "data" in kinds and family == "engine":
-            cases.append((family, name, ["data"], []))
+    computing = [(family, name, [k for k in ("inference", "train") if k in kinds])
+                 for family, name, kinds in families]
+    cases = [(family, name, ["data"], []) for family, name, kinds in families
+             if "data" in kinds and family == "engine"]
+    if args.quick:
+        cases += [(family, name, kinds, args.nets) for family, name, kinds in computing if kinds]
+    else:
+        cases += [(family, name, [kind], [net]) for net in args.nets
+                  for family, name, kinds in computing for kind in kinds]
     return cases
 
 
@@ -268,7 +269,7 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and iteration counts (checks the harness, < 2 min)")
     parser.add_argument("--nets", nargs="+", choices=sorted(nets.NATIVE_SIZES),
-                        default=["segnet_squares", "segnet_basic", "segnet"])
+                        default=["segnet_basic", "segnet_squares", "segnet"])
     parser.add_argument("--variants", nargs="+",
                         help="measure only these variants (engine and eager names); the plain "
                              "engine is always measured")
@@ -316,24 +317,32 @@ def main(argv=None):
                                             args.case_timeout)))
             if "error" in outcomes[-1][1]:
                 print(f"    error: {outcomes[-1][1]['error']}", file=sys.stderr, flush=True)
+            table = write_results(results, outcomes, settings, args, started)  # after each case
+    print(table)
+    print(f"wrote {results['files']} in {results['wall_s']:.0f} s", file=sys.stderr)
+    return 1 if results["errors"] else 0
+
+
+def write_results(results, outcomes, settings, args, started):
+    """Fill `results` from the cases run so far and write the JSON and Markdown files (after
+    every case: a run cut short keeps what it measured); returns the Markdown."""
     per_net, data, errors = assemble(outcomes, args.nets)
-    settings["sizes"] = {net: list(settings["sizes"][net]) for net in args.nets}
     results.update(settings={k: v for k, v in settings.items()
                              if k not in ("datasets", "reference_dir")},
                    nets=per_net, data=data, errors=errors,
                    ratios=ratios(per_net, args.device == "cpu" and not args.quick),
                    anchors=CAFFE_ANCHORS, load_average_end=os.getloadavg(),
-                   wall_s=time.perf_counter() - started)
+                   wall_s=time.perf_counter() - started,
+                   cases_done=len(outcomes), cases_planned=len(plan_cases(args, settings)))
+    results["settings"]["sizes"] = {net: list(settings["sizes"][net]) for net in args.nets}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{args.device}_quick" if args.quick else args.device
+    results["files"] = [str(out / f"{stem}.json"), str(out / f"{stem}.md")]
     table = report.markdown(results)
-    io.atomic_write_bytes(str(out / f"{stem}.json"), json.dumps(results, indent=1).encode())
-    io.atomic_write_bytes(str(out / f"{stem}.md"), table.encode())
-    print(table)
-    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')} in "
-          f"{results['wall_s']:.0f} s", file=sys.stderr)
-    return 1 if errors else 0
+    io.atomic_write_bytes(results["files"][0], json.dumps(results, indent=1).encode())
+    io.atomic_write_bytes(results["files"][1], table.encode())
+    return table
 
 
 if __name__ == "__main__":

@@ -129,6 +129,7 @@ def _check_schema(results, table, net_names, variant_names):
                             text=True, cwd=REPO).stdout.strip()
     assert results["source"].split("+")[0] == (commit or "unknown (not a git checkout)")
     assert results["errors"] == []
+    assert results["cases_done"] == results["cases_planned"]
     machine = results["machine"]
     assert machine["torch_threads"] == 1
     assert set(machine["matmul_peak_gflops"]) == {"float32", "bfloat16"}
