@@ -193,7 +193,7 @@ class Net:
         except CaffeError as error:
             if str(error).startswith(self.source):
                 raise
-            raise CaffeError(f"{self.source}: {error}") from None
+            raise CaffeError(f"{self.source}: {error}") from error  # chained for --debug
         if weights is not None:
             self.copy_from(weights)
 

@@ -294,3 +294,14 @@ def test_rgb_labels_with_equal_channels_read_quietly(case_dir, cli_in_process):
     status, err = cli_in_process(*TRAIN)
     assert status == 0, err
     assert "label image in colour" not in err
+
+
+def test_debug_shows_the_traceback_with_the_original_error(case_dir, cli_in_process, monkeypatch):
+    edit("net.prototxt", "kernel_size: 3 pad: 1", "kernel_size: 11 pad: 1")(case_dir)
+    monkeypatch.setenv("SEGNET_CAFFE_DEBUG", "1")
+    with pytest.raises(caffe.CaffeError, match=r'^net\.prototxt: layer "conv"') as info:
+        cli_in_process(*TRAIN)
+    assert str(info.value.__cause__).startswith('layer "conv" (Convolution): the kernel')
+    monkeypatch.delenv("SEGNET_CAFFE_DEBUG")
+    with pytest.raises(caffe.CaffeError):
+        cli_in_process(*TRAIN, "--debug")
