@@ -3,7 +3,7 @@ import torch
 
 from .errors import CaffeError
 
-_state = {"mode": "cpu", "device_id": 0}
+_state = {"mode": "cpu", "device_id": 0, "caffe_accumulation": False}
 
 
 def set_mode_cpu():
@@ -46,11 +46,20 @@ def device():
 
 
 def set_caffe_accumulation(enabled):
-    """CPU convolutions through im2col + BLAS as Caffe computes them, instead of oneDNN's kernels.
+    """Caffe's order of float32 arithmetic where it matters over a training run.
 
-    oneDNN is several times faster, but its float32 weight gradients over large maps drift about
-    1e-3 (relative) from the exact values where Caffe's stay within ~2e-5; turn this on to
-    reproduce Caffe's training runs to 1e-4. It sets torch.backends.mkldnn.enabled for the
-    whole process.
+    Off (the default): oneDNN convolutions and PyTorch's fused batch-norm kernels. On: CPU
+    convolutions through im2col + BLAS as Caffe computes them, and the SegNet BN layer's
+    statistics and gradients as the fork's formulas order them. The fast kernels are several
+    times faster, but over large maps their float32 sums (convolution weight gradients, BN's
+    per-channel gradient sums) drift about 1e-3 (relative) from the exact values where Caffe's
+    stay within ~2e-5; turn this on to reproduce Caffe's training runs to 1e-4. It sets
+    torch.backends.mkldnn.enabled for the whole process.
     """
+    _state["caffe_accumulation"] = bool(enabled)
     torch.backends.mkldnn.enabled = not enabled
+
+
+def caffe_accumulation():
+    """Whether set_caffe_accumulation(True) is in force."""
+    return _state["caffe_accumulation"]

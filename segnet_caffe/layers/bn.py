@@ -1,9 +1,13 @@
 """BN: the SegNet fork's batch normalisation, affine included, with no running statistics."""
+import torch
+import torch.nn.functional as F
+
 from . import register_layer
 from ._common import learnable_blob, param_like
 from .base import BaseLayer
 from .. import distributed
 from ..logs import get_logger
+from ..mode import caffe_accumulation
 from ..proto import caffe_pb2
 
 FORK_EPS = 1e-9  # the fork's var_eps_, hard-coded in BNLayer::LayerSetUp
@@ -52,8 +56,30 @@ class BNLayer(BaseLayer):
         if not self.learn:
             # The fork leaves the optional mean/variance tops unwritten (zeros) in INFERENCE mode.
             stats = [x.new_zeros((1, channels, 1, 1)) for _ in self.param.top[1:]]
-            return [x * scale + shift] + stats
-        # As the fork: spatial means first, then the batch mean; var = E[x^2] - E[x]^2 (biased).
+            return [torch.addcmul(shift, x, scale)] + stats
+        channel_axes = (0,) + tuple(range(2, x.dim()))
+        if caffe_accumulation() or x.numel() == channels:
+            # One value per channel: the fork outputs exactly the shift; PyTorch's kernel,
+            # dividing rounding noise by sqrt(1e-9), does not.
+            tops = [self._fork_order(x, scale, shift)]
+        else:
+            # The fork's statistics are the batch mean and biased variance over (N, H, W), so
+            # PyTorch's fused batch-norm kernels compute its forward and backward (the formulas
+            # above) in a few passes, equal up to float rounding.
+            tops = [F.batch_norm(x, None, None, scale.reshape(-1), shift.reshape(-1), True, 0.0,
+                                 self.eps)]
+        if len(self.param.top) > 1:
+            # Batch statistics as (1, C, 1, 1) blobs; BN's backward ignores their diffs.
+            with torch.no_grad():
+                var, mean = torch.var_mean(x, dim=channel_axes, correction=0, keepdim=True)
+            for stat in (mean, var)[:len(self.param.top) - 1]:
+                tops.append(stat.reshape(1, channels, 1, 1))
+        return tops
+
+    def _fork_order(self, x, scale, shift):
+        """The fork's own arithmetic (set_caffe_accumulation): spatial means first, then the
+        batch mean; var = E[x^2] - E[x]^2. A conv bias under BN has a gradient that is pure
+        rounding noise, and this order keeps it as small as Caffe's."""
         spatial = tuple(range(2, x.dim()))
         mean = (x.mean(spatial, keepdim=True) if spatial else x).mean(0, keepdim=True)
         square = x * x
@@ -61,9 +87,4 @@ class BNLayer(BaseLayer):
         if self.phase == caffe_pb2.TRAIN and distributed.sync_batch_stats():
             mean, mean_sq, _ = distributed.global_moments(mean, mean_sq, x.numel() // channels)
         var = mean_sq - mean * mean
-        x_norm = (x - mean) / (var + self.eps).sqrt()
-        tops = [x_norm * scale + shift]
-        # Batch statistics as (1, C, 1, 1) blobs; BN's backward ignores their diffs.
-        for stat in (mean, var)[:len(self.param.top) - 1]:
-            tops.append(stat.detach().reshape(1, channels, 1, 1))
-        return tops
+        return (x - mean) / (var + self.eps).sqrt() * scale + shift

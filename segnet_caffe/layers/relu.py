@@ -1,5 +1,5 @@
 """ReLU: rectified linear unit, leaky when negative_slope is set."""
-import torch
+import torch.nn.functional as F
 
 from . import register_layer
 from ._neuron import NeuronLayer
@@ -18,4 +18,7 @@ class ReLULayer(NeuronLayer):
         self.negative_slope = self.param.relu_param.negative_slope
 
     def apply(self, x):
-        return torch.where(x > 0, x, x * self.negative_slope)
+        # Both kernels pass the gradient only where x > 0 (x = 0 takes the slope side), as Caffe.
+        if self.negative_slope == 0:
+            return F.relu(x)
+        return F.leaky_relu(x, self.negative_slope)
