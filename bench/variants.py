@@ -20,6 +20,8 @@ Hooks (all optional), called in the measuring process:
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from segnet_caffe import mode
+
 KINDS = ("inference", "train", "data")
 
 
@@ -36,6 +38,13 @@ class Variant:
 
 VARIANTS = [
     Variant("engine", "the engine's defaults (float32, contiguous NCHW)"),
+    Variant("fold_bn", "INFERENCE BN folded into the convolutions (Net.fold_bn)",
+            prepare_net=lambda net: net.fold_bn(), kinds=("inference",)),
+    Variant("channels_last", "NHWC convolutions (mode.set_channels_last)",
+            enable=lambda: mode.set_channels_last(True), kinds=("inference", "train")),
+    Variant("fold_bn_channels_last", "BN folded and NHWC convolutions",
+            enable=lambda: mode.set_channels_last(True),
+            prepare_net=lambda net: net.fold_bn(), kinds=("inference",)),
 ]
 
 

@@ -3,7 +3,7 @@ import torch
 
 from .errors import CaffeError
 
-_state = {"mode": "cpu", "device_id": 0, "caffe_accumulation": False}
+_state = {"mode": "cpu", "device_id": 0, "caffe_accumulation": False, "channels_last": False}
 
 
 def set_mode_cpu():
@@ -63,3 +63,16 @@ def set_caffe_accumulation(enabled):
 def caffe_accumulation():
     """Whether set_caffe_accumulation(True) is in force."""
     return _state["caffe_accumulation"]
+
+
+def set_channels_last(enabled):
+    """Compute 2-D convolutions in channels-last (NHWC) memory layout: oneDNN's fastest CPU
+    format and the one cuDNN's tensor cores want. Activations after a convolution stay NHWC;
+    values are the same up to float rounding, and blobs keep Caffe's (N, C, H, W) shape (their
+    numpy views are strided)."""
+    _state["channels_last"] = bool(enabled)
+
+
+def channels_last():
+    """Whether set_channels_last(True) is in force."""
+    return _state["channels_last"]

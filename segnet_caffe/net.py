@@ -216,6 +216,7 @@ class Net:
         self._param_need_backward = []
         self._loss_tops = []          # (blob name, loss weight)
         self._saved = {}              # layer index -> (bottom leaves, tops) for backward
+        self._folds = {}              # convolution index -> indices of the layers folded into it
         self._producer = {}           # blob name -> index of the layer that last wrote it
         blob_need_backward = {}
         available = OrderedDict()
@@ -374,6 +375,55 @@ class Net:
     def device(self):
         return self._device
 
+    # ----- folding per-channel affine layers into convolutions (inference) ---------------------
+    def fold_bn(self):
+        """Fold INFERENCE-mode BN layers, use_global_stats BatchNorm layers and per-channel Scale
+        layers into the Convolution before them: the filters and bias are scaled at each forward
+        (from the current parameters) and the folded layers are skipped. Opt-in, for inference.
+
+        Only layers that work in place on the convolution's top, right after it, are folded, so
+        every blob a user can read keeps Caffe's value: in place, Caffe overwrites the
+        convolution's output too. A forward range that ends inside a folded chain, or starts
+        inside one, runs the chain's layers one by one as before. Parameters, snapshots and
+        saved weights are unchanged. Backward through a folded layer is refused (unfold_bn()
+        first). Returns the names of the folded layers.
+        """
+        self._folds = {}
+        i = 0
+        while i < len(self.layers):
+            chain = []
+            top = list(self.param.layer[i].top)
+            if self.layers[i].type == "Convolution" and len(top) == 1:
+                j = i + 1
+                while (j < len(self.layers) and list(self.param.layer[j].bottom) == top
+                       and list(self.param.layer[j].top) == top
+                       and self.layers[j].channel_affine() is not None):
+                    chain.append(j)
+                    j += 1
+            if chain:
+                self._folds[i] = chain
+            i += 1 + len(chain)
+        self._saved.clear()
+        return [self._layer_names[j] for chain in self._folds.values() for j in chain]
+
+    def unfold_bn(self):
+        """Undo fold_bn: every layer runs on its own again."""
+        self._folds = {}
+
+    def _folded_in(self, start, end):
+        """{convolution index: its chain's combined (a, b)} for the folded chains wholly inside
+        start..end, and the indices of the layers they skip."""
+        active, skipped = {}, set()
+        for conv, chain in self._folds.items():
+            if start <= conv and chain[-1] <= end:
+                a, b = self.layers[chain[0]].channel_affine()
+                for j in chain[1:]:
+                    a_j, b_j = self.layers[j].channel_affine()
+                    a, b = a * a_j, torch.addcmul(b_j, b, a_j)
+                active[conv] = (a.detach(), b.detach())
+                skipped.update(chain)
+        return active, skipped
+
     # ----- forward / backward ------------------------------------------------------------------
     def _layer_index(self, name, default):
         if name is None:
@@ -391,13 +441,21 @@ class Net:
         """
         self._ensure_device()
         record = torch.is_grad_enabled()
+        folded, skipped = self._folded_in(start, end)
         loss = 0.0
         for i in range(start, end + 1):
+            if i in skipped:  # computed by the convolution it is folded into (in place)
+                self._saved.pop(i, None)
+                continue
             layer = self.layers[i]
             names = self.param.layer[i]
             try:
                 bottoms = [self.blobs[b].tensor() for b in names.bottom]
-                if record and self._layer_need_backward[i]:
+                if i in folded:
+                    self._saved.pop(i, None)
+                    with torch.no_grad():
+                        tops = layer.forward(bottoms, channel_affine=folded[i])
+                elif record and self._layer_need_backward[i]:
                     # Each layer's graph starts at its own bottoms: backward runs layer by layer.
                     leaves = [b.detach().requires_grad_(need and b.is_floating_point())
                               for b, need in zip(bottoms, self._bottom_need_backward[i])]
@@ -481,6 +539,10 @@ class Net:
             if not self._layer_need_backward[i]:
                 continue
             layer = self.layers[i]
+            if i not in self._saved and (i in self._folds or any(
+                    i in chain for chain in self._folds.values())):
+                raise CaffeError(f'layer "{layer.name}": folded by fold_bn(), it has no backward; '
+                                 "call net.unfold_bn() and forward() again to backpropagate")
             if i not in self._saved:
                 raise CaffeError(f'layer "{layer.name}": backward() needs a forward() of this layer '
                                  "with gradients enabled first")

@@ -83,6 +83,12 @@ class BaseLayer:
     def forward(self, bottoms):
         raise NotImplementedError
 
+    def channel_affine(self):
+        """(a, b), per-channel tensors with top = a[c] * bottom + b[c], when the layer is such an
+        affine map of its (N, C, ...) bottom and may be folded into a convolution before it
+        (Net.fold_bn); None otherwise."""
+        return None
+
     def allow_force_backward(self, bottom_index):
         """Whether force_backward may ask for this bottom's gradient (not for loss labels)."""
         return True

@@ -55,12 +55,7 @@ class BatchNormLayer(BaseLayer):
         view = (1, -1) + (1,) * (x.dim() - 2) if x.dim() > 1 else (1,)
         axes = tuple(i for i in range(x.dim()) if i != 1)
         if self.use_global_stats:
-            # The statistics are constants here: they get no gradient (Caffe computes none).
-            factor = param_like(self.blobs[2], x).detach()
-            factor = torch.where(factor == 0, torch.zeros_like(factor), 1 / factor)
-            mean = param_like(self.blobs[0], x).detach() * factor
-            var = param_like(self.blobs[1], x).detach() * factor
-            mean, var = mean.reshape(view), var.reshape(view)
+            mean, var = (stat.reshape(view) for stat in self._global_stats(x))
         else:
             count = x.numel() // max(1, self.blobs[0].shape[0])
             mean = x.mean(axes, keepdim=True)
@@ -72,6 +67,21 @@ class BatchNormLayer(BaseLayer):
                 var = ((x - mean) ** 2).mean(axes, keepdim=True)
             self._update_running_stats(mean, var, count)
         return [(x - mean) / (var + self.eps).sqrt()]
+
+    def _global_stats(self, like):
+        """The stored mean and variance (sums / scale factor, 0 when the factor is 0) as
+        constants: they get no gradient (Caffe computes none)."""
+        factor = param_like(self.blobs[2], like).detach()
+        factor = torch.where(factor == 0, torch.zeros_like(factor), 1 / factor)
+        return (param_like(self.blobs[0], like).detach() * factor,
+                param_like(self.blobs[1], like).detach() * factor)
+
+    def channel_affine(self):
+        if not self.use_global_stats:
+            return None
+        mean, var = self._global_stats(self.blobs[0].tensor())
+        inverse = (var + self.eps).rsqrt()
+        return inverse, -mean * inverse
 
     def _update_running_stats(self, mean, var, m):
         """mean_sum = maf * mean_sum + mu, var_sum = maf * var_sum + m/(m-1) * var, s = maf * s + 1."""

@@ -76,6 +76,11 @@ class BNLayer(BaseLayer):
                 tops.append(stat.reshape(1, channels, 1, 1))
         return tops
 
+    def channel_affine(self):
+        if self.learn or len(self.param.top) > 1:
+            return None
+        return self.blobs[0].tensor().reshape(-1), self.blobs[1].tensor().reshape(-1)
+
     def _fork_order(self, x, scale, shift):
         """The fork's own arithmetic (set_caffe_accumulation): spatial means first, then the
         batch mean; var = E[x^2] - E[x]^2. A conv bias under BN has a gradient that is pure

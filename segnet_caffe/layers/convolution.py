@@ -5,9 +5,11 @@ ConvolutionParameter, exactly as Caffe's BaseConvolutionLayer::LayerSetUp does.
 """
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 
 from . import register_layer
+from .. import mode
 from ._common import canonical_axis, learnable_blob, param_like
 from .base import BaseLayer
 
@@ -146,7 +148,9 @@ class ConvolutionLayer(ConvolutionBase):
     def weight_shape(self, g):
         return (g.num_output, g.channels // g.group) + g.kernel
 
-    def forward(self, bottoms):
+    def forward(self, bottoms, channel_affine=None):
+        """`channel_affine` (a, b): compute a[o] * conv + b[o] by scaling the filters and bias
+        instead (the layers after it folded in by Net.fold_bn)."""
         self.check_bottoms(bottoms)
         g = self.geometry
         shape = tuple(bottoms[0].shape)
@@ -161,5 +165,12 @@ class ConvolutionLayer(ConvolutionBase):
         tops = []
         for x in bottoms:
             weight, bias = self.weights(x)
+            if channel_affine is not None:
+                a, b = (t.to(device=x.device, dtype=x.dtype) for t in channel_affine)
+                weight = weight * a.reshape((-1,) + (1,) * (weight.dim() - 1))
+                bias = b if bias is None else torch.addcmul(b, bias, a)
+            if x.dim() == 4 and mode.channels_last():
+                x = x.contiguous(memory_format=torch.channels_last)
+                weight = weight.contiguous(memory_format=torch.channels_last)
             tops.append(conv(x, weight, bias, g.stride, g.pad, g.dilation, g.group))
         return tops

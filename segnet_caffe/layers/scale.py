@@ -1,4 +1,6 @@
 """Scale: multiply by a learned (or second-bottom) operand broadcast over a run of axes."""
+import torch
+
 from . import register_layer
 from ._common import broadcast_operand, learnable_blob, operand_shape, param_like
 from .base import BaseLayer
@@ -29,6 +31,13 @@ class ScaleLayer(BaseLayer):
             num_axes = len(bottom_shapes[1]) if len(bottom_shapes) > 1 else p.num_axes
             self.blobs.append(learnable_blob(p.bias_filler, operand_shape(
                 self, bottom_shapes[0], p.axis, num_axes)))
+
+    def channel_affine(self):
+        p = self.param.scale_param
+        if len(self.param.bottom) > 1 or p.axis != 1 or len(self.blobs[0].shape) != 1:
+            return None
+        scale = self.blobs[0].tensor()
+        return scale, self.blobs[1].tensor() if p.bias_term else torch.zeros_like(scale)
 
     def forward(self, bottoms):
         x, axis = bottoms[0], self.param.scale_param.axis
