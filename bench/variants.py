@@ -45,6 +45,9 @@ VARIANTS = [
     Variant("fold_bn_channels_last", "BN folded and NHWC convolutions",
             enable=lambda: mode.set_channels_last(True),
             prepare_net=lambda net: net.fold_bn(), kinds=("inference",)),
+    Variant("int64_masks", "max-pooling masks as PyTorch's int64 indices instead of one byte "
+            "per pooled element (mode.set_compact_masks(False)): the memory comparison",
+            enable=lambda: mode.set_compact_masks(False), kinds=("inference", "train")),
 ]
 
 

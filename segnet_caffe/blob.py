@@ -21,6 +21,7 @@ class Blob:
         self._data = None
         self._diff = None
         self._host = {}  # 'data' / 'diff' -> numpy mirror handed out while no zero-copy view exists
+        self._user_values = None
 
     # ----- engine side -------------------------------------------------------------------------
     def tensor(self):
@@ -31,9 +32,14 @@ class Blob:
         """The gradient as a float torch tensor of the blob's shape (zeros on first use)."""
         return self._synced("diff")
 
-    def set_tensor(self, tensor):
-        """Make `tensor` the blob's data (a layer's new output); shape follows it."""
+    def set_tensor(self, tensor, user_values=None):
+        """Make `tensor` the blob's data (a layer's new output); shape follows it.
+
+        `user_values`, when given, turns `tensor` (a compact engine form) into the values a
+        user sees: it is applied, and the result kept, the first time `.data` is read.
+        """
         self._host.pop("data", None)
+        self._user_values = user_values
         self._data = tensor
         self._shape = tuple(tensor.shape)
         self._dtype = tensor.dtype
@@ -80,6 +86,8 @@ class Blob:
         return tensor
 
     def _numpy(self, which):
+        if which == "data" and self._user_values is not None:
+            self.set_tensor(self._user_values(self._data))
         tensor = self._synced(which)
         if tensor.device.type == "cpu" and tensor.dtype == torch.float32:
             return tensor.detach().numpy()
@@ -146,6 +154,7 @@ class Blob:
             self._host.clear()
             self._data = None
             self._diff = None
+            self._user_values = None
 
     def __repr__(self):
         return f"Blob(shape={self._shape})"

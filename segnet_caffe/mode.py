@@ -3,7 +3,8 @@ import torch
 
 from .errors import CaffeError
 
-_state = {"mode": "cpu", "device_id": 0, "caffe_accumulation": False, "channels_last": False}
+_state = {"mode": "cpu", "device_id": 0, "caffe_accumulation": False, "channels_last": False,
+          "compact_masks": True}
 
 
 def set_mode_cpu():
@@ -76,3 +77,15 @@ def set_channels_last(enabled):
 def channels_last():
     """Whether set_channels_last(True) is in force."""
     return _state["channels_last"]
+
+
+def set_compact_masks(enabled):
+    """Max pooling over tiling windows (SegNet's 2x2 / stride 2) keeps one byte per pooled
+    element for its backward and its mask top (the default), or PyTorch's int64 indices
+    (False: for comparing memory). Caffe's float mask is computed when a user reads the blob."""
+    _state["compact_masks"] = bool(enabled)
+
+
+def compact_masks():
+    """Whether pooling masks are kept compact (set_compact_masks)."""
+    return _state["compact_masks"]

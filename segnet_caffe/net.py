@@ -274,12 +274,33 @@ class Net:
             self._layer_need_backward.append(need)
             self._bottom_need_backward.append(bottom_need)
             self._param_need_backward.append(param_need)
+        self._link_pooling_masks()
         self._prune_backward()
         if self.force_backward:
             self._force_backward(blob_need_backward)
         self.outputs = sorted(available)  # Caffe walks a std::set: outputs come in name order
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
         self.params = OrderedDict((layer.name, layer.blobs) for layer in self.layers if layer.blobs)
+
+    def _link_pooling_masks(self):
+        """A Pooling mask top read only by Upsample layers (through Splits) stays in the compact
+        one-byte form, and each such Upsample is told the Pooling it comes from; any other
+        reader gets Caffe's mask."""
+        origin = {}  # blob name -> (layer index, top index) of its producer, through Splits
+        for layer in self.layers:
+            if layer.type == "Pooling":
+                layer.compact_mask = True
+        for i, (layer, names) in enumerate(zip(self.layers, self.param.layer)):
+            for j, name in enumerate(names.bottom):
+                source, top = origin[name]
+                pooling = self.layers[source]
+                if pooling.type == "Pooling" and top == 1 and layer.type != "Split":
+                    if layer.type == "Upsample" and j == 1:
+                        layer.mask_source = pooling
+                    else:
+                        pooling.compact_mask = False
+            for t, name in enumerate(names.top):
+                origin[name] = origin[names.bottom[0]] if layer.type == "Split" else (i, t)
 
     def _set_top_shapes(self, layer, top_shapes):
         for name, shape in zip(layer.param.top, top_shapes):
@@ -472,9 +493,9 @@ class Net:
                     raise self._out_of_memory_error(i, "forward") from None
                 raise layer.failure(error, "run forward",
                                     [self.blobs[b].shape for b in names.bottom]) from error
-            for name, top in zip(names.top, tops):
+            for j, (name, top) in enumerate(zip(names.top, tops)):
                 if top is not None:
-                    self.blobs[name].set_tensor(top)
+                    self.blobs[name].set_tensor(top, layer.user_values(j))
             for name in names.top:
                 weight = self.blob_loss_weights.get(name, 0.0)
                 if weight:

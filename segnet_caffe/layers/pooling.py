@@ -3,7 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from . import register_layer
+from ._pool_mask import TiledMaxPool, caffe_index, tiles
 from .base import BaseLayer
+from .. import mode
 from ..proto import caffe_pb2
 
 MAX = caffe_pb2.PoolingParameter.MAX
@@ -65,6 +67,10 @@ class PoolingLayer(BaseLayer):
             raise self.error("with global_pooling: true only pad 0 and stride 1 are allowed")
         if self.kernel is not None and any(pd >= k for pd, k in zip(self.pad, self.kernel)):
             raise self.error(f"pad {self.pad} must be smaller than the kernel {self.kernel}")
+        # Set by the Net unless a layer other than Upsample reads the mask top (a layer on its
+        # own returns Caffe's mask).
+        self.compact_mask = False
+        self.mask_geometry = None  # (kernel, input size) of the last forward's compact mask
 
     def _pair(self, p, name):
         h, w = p.HasField(name + "_h"), p.HasField(name + "_w")
@@ -100,15 +106,9 @@ class PoolingLayer(BaseLayer):
         x = bottoms[0]
         kernel, pooled = self.geometry(x.shape)
         fast = all(pd <= k // 2 for pd, k in zip(self.pad, kernel))
+        self.mask_geometry = None
         if self.method == MAX:
-            if fast:  # PyTorch's ceil_mode is Caffe's rule whenever it accepts the padding
-                y, index = F.max_pool2d(x, kernel, self.stride, self.pad, ceil_mode=True,
-                                        return_indices=True)
-            else:
-                y, index = self._max_padded(x, kernel, pooled)
-            # The mask top is a copy: Blob writes a host mirror back into its tensor in place,
-            # which must not touch the indices autograd saved for max_pool2d's backward.
-            tops = [y, index.clone()] if len(self.param.top) > 1 else [y]
+            tops = self._max(x, kernel, pooled, fast)
         elif fast:
             tops = [F.avg_pool2d(x, kernel, self.stride, self.pad, ceil_mode=True,
                                  count_include_pad=True)]
@@ -118,6 +118,28 @@ class PoolingLayer(BaseLayer):
             raise self.error(f"internal: pooled to {tuple(tops[0].shape[2:])}, Caffe's size is "
                              f"{pooled}")
         return tops
+
+    def _max(self, x, kernel, pooled, fast):
+        if self.compact_mask and mode.compact_masks() and tiles(kernel, self.stride, self.pad):
+            # One byte per pooled element (the maximum's offset in its window) for backward and
+            # for the mask top; Caffe's mask is computed when a user reads the blob.
+            y, offsets = TiledMaxPool.apply(x, kernel)
+            self.mask_geometry = (kernel, tuple(x.shape[2:]))
+            return [y, offsets][:len(self.param.top)]
+        if fast:  # PyTorch's ceil_mode is Caffe's rule whenever it accepts the padding
+            y, index = F.max_pool2d(x, kernel, self.stride, self.pad, ceil_mode=True,
+                                    return_indices=True)
+        else:
+            y, index = self._max_padded(x, kernel, pooled)
+        # The mask top is a copy: Blob writes a host mirror back into its tensor in place,
+        # which must not touch the indices autograd saved for max_pool2d's backward.
+        return [y, index.clone()] if len(self.param.top) > 1 else [y]
+
+    def user_values(self, top_index):
+        if top_index != 1 or self.mask_geometry is None:
+            return None
+        kernel, size = self.mask_geometry
+        return lambda offsets: caffe_index(offsets, kernel, size[1]).float()
 
     # Pads larger than half the kernel (Caffe allows pad < kernel, PyTorch pad <= kernel/2):
     # pad explicitly to exactly the extent the windows cover, then pool without padding.

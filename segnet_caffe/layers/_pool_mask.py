@@ -1,0 +1,84 @@
+"""Compact max-pooling masks: one byte per pooled element, as SegNet's idea of keeping only the
+pooling indices asks.
+
+When the pooling windows tile the map (kernel == stride, no padding: SegNet's 2x2 / stride 2),
+the maximum of each window is known by its offset inside the window, dh * kernel_w + dw, which
+fits a uint8. Pooling keeps only that for its backward and hands it to Upsample as the mask top;
+Caffe's mask (the flat index h * W + w of the maximum in the input plane) is computed from it
+only when someone reads the mask blob (`caffe_index`).
+"""
+import torch
+import torch.nn.functional as F
+
+
+def tiles(kernel, stride, pad):
+    """Whether pooling windows of this geometry tile the map (each input in one window) and
+    their offsets fit a byte."""
+    return tuple(kernel) == tuple(stride) and not any(pad) and kernel[0] * kernel[1] <= 256
+
+
+def _window_starts(pooled, kernel, width, device):
+    """The flat input index of each window's top-left corner, an (H_pooled, W_pooled) grid."""
+    rows = torch.arange(pooled[0], device=device).view(-1, 1) * (kernel[0] * width)
+    return rows + torch.arange(pooled[1], device=device).view(1, -1) * kernel[1]
+
+
+def window_offsets(index, kernel, width):
+    """uint8 offsets dh * kernel_w + dw of the maxima from max_pool2d's flat input indices
+    (which it overwrites: in place saves passes over the map)."""
+    delta = index.sub_(_window_starts(index.shape[2:], kernel, width, index.device))
+    dh = torch.div(delta, width, rounding_mode="floor")  # delta = dh * width + dw
+    return delta.sub_(dh.mul_(width - kernel[1])).to(torch.uint8)
+
+
+def caffe_index(offsets, kernel, width):
+    """Caffe's mask values (flat indices h * width + w in the input plane) from the offsets."""
+    steps = torch.tensor([dh * width + dw for dh in range(kernel[0]) for dw in range(kernel[1])],
+                         device=offsets.device)
+    return steps[offsets.long()] + _window_starts(offsets.shape[2:], kernel, width,
+                                                  offsets.device)
+
+
+def _scatter(values, offsets, kernel, size):
+    """A zero map of `size` with each value at its maximum's position."""
+    n, c = values.shape[:2]
+    index = caffe_index(offsets, kernel, size[1]).reshape(n, c, -1)
+    top = values.new_zeros((n, c, size[0] * size[1]))
+    return top.scatter_(2, index, values.reshape(n, c, -1)).reshape(n, c, *size)
+
+
+class Unpool(torch.autograd.Function):
+    """Max-unpooling by one-byte offsets to a map of `size` (H, W); its backward gathers. The
+    int64 indices live only while each direction runs."""
+
+    @staticmethod
+    def forward(ctx, values, offsets, kernel, size):
+        ctx.kernel, ctx.size = kernel, tuple(size)
+        ctx.save_for_backward(offsets)
+        return _scatter(values, offsets, kernel, size)
+
+    @staticmethod
+    def backward(ctx, grad):
+        offsets, = ctx.saved_tensors
+        n, c = offsets.shape[:2]
+        index = caffe_index(offsets, ctx.kernel, ctx.size[1]).reshape(n, c, -1)
+        return grad.reshape(n, c, -1).gather(2, index).reshape(offsets.shape), None, None, None
+
+
+class TiledMaxPool(torch.autograd.Function):
+    """Max pooling over tiling windows that saves one byte per pooled element for backward
+    (max_pool2d's own backward keeps int64 indices: eight)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel):
+        y, index = F.max_pool2d(x, kernel, kernel, 0, ceil_mode=True, return_indices=True)
+        offsets = window_offsets(index, kernel, x.shape[3])
+        ctx.kernel, ctx.size = kernel, tuple(x.shape[2:])
+        ctx.save_for_backward(offsets)
+        ctx.mark_non_differentiable(offsets)
+        return y, offsets
+
+    @staticmethod
+    def backward(ctx, dy, _):
+        offsets, = ctx.saved_tensors
+        return _scatter(dy, offsets, ctx.kernel, ctx.size), None

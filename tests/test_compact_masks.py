@@ -1,0 +1,98 @@
+"""Compact max-pooling masks: one byte per pooled element inside the engine, Caffe's values for
+every reader, and the same training results as PyTorch's int64 indices."""
+import numpy as np
+import pytest
+import torch
+
+from segnet_caffe import mode
+from layer_testing import net_from_text
+
+# Pool 2x2/2 of an odd-sized map (ceil-mode border windows), ties in the input, the mask read
+# by an Upsample back to the pooled map's size and by a second Upsample to a larger map
+# (Caffe's shifted placement), the mask also split (read twice).
+NET = """name: "masks" force_backward: true
+input: "x" input_shape { dim: 2 dim: 3 dim: 7 dim: 9 }
+layer { name: "pool" type: "Pooling" bottom: "x" top: "p" top: "mask"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "up" type: "Upsample" bottom: "p" bottom: "mask" top: "u"
+        upsample_param { upsample_h: 7 upsample_w: 9 } }
+layer { name: "up_big" type: "Upsample" bottom: "p" bottom: "mask" top: "ub"
+        upsample_param { upsample_h: 8 upsample_w: 10 } }
+"""
+
+
+@pytest.fixture(params=[True, False], ids=["compact", "int64"])
+def compact(request):
+    mode.set_compact_masks(request.param)
+    yield request.param
+    mode.set_compact_masks(True)
+
+
+def run(text=NET):
+    net = net_from_text(text, phase="TRAIN")
+    rng = np.random.RandomState(0)
+    net.blobs["x"].data[...] = rng.randint(-2, 3, net.blobs["x"].shape)  # many ties
+    net.forward()
+    for top in ("u", "ub"):
+        net.blobs[top].diff[...] = rng.randn(*net.blobs[top].shape)
+    net.backward()
+    return net
+
+
+def reference(x):
+    """Caffe's max pooling 2x2/2 (first maximum in raster order) with its flat input index."""
+    n, c, h, w = x.shape
+    ph, pw = -(-h // 2), -(-w // 2)
+    y, mask = np.zeros((n, c, ph, pw)), np.zeros((n, c, ph, pw))
+    for i in range(ph):
+        for j in range(pw):
+            window = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2].reshape(n, c, -1)
+            first = window.argmax(-1)
+            ww = min(2, w - 2 * j)
+            y[:, :, i, j] = window.max(-1)
+            mask[:, :, i, j] = (2 * i + first // ww) * w + 2 * j + first % ww
+    return y, mask
+
+
+def test_masks_and_gradients_are_caffes(compact):
+    net = run()
+    y, mask = reference(net.blobs["x"].data)
+    np.testing.assert_array_equal(net.blobs["p"].data, y)
+    # Bottom diffs are computed from the mask before anyone reads it.
+    dx = net.blobs["x"].diff.copy()
+    expected = np.zeros_like(dx)
+    dp = net.blobs["p"].diff
+    for n, c, i, j in np.ndindex(*mask.shape):
+        flat = int(mask[n, c, i, j])
+        expected[n, c, flat // 9, flat % 9] += dp[n, c, i, j]
+    np.testing.assert_allclose(dx, expected, rtol=1e-6, atol=1e-6)
+    for top, width in (("u", 9), ("ub", 10)):
+        placed = np.zeros(net.blobs[top].shape)
+        for n, c, i, j in np.ndindex(*mask.shape):
+            flat = int(mask[n, c, i, j])
+            placed[n, c, flat // width, flat % width] = y[n, c, i, j]
+        np.testing.assert_array_equal(net.blobs[top].data, placed, err_msg=top)
+    data = net.blobs["mask"].data  # Caffe's float mask when read
+    assert data.dtype == np.float32
+    np.testing.assert_array_equal(data, mask)
+
+
+def test_compact_form_is_one_byte_until_read():
+    net = run()
+    assert net.blobs["mask"].tensor().dtype == torch.uint8
+    pool_top = net._saved[net._layer_names.index("pool")][1][0]
+    assert [t.dtype for t in pool_top.grad_fn.saved_tensors] == [torch.uint8]
+    net.blobs["mask"].data  # noqa: B018 (reading materialises Caffe's mask)
+    assert net.blobs["mask"].tensor().dtype == torch.float32
+    net.forward()  # an Upsample reading a materialised (float) mask gives the same result
+    before = net.blobs["u"].data.copy()
+    net.blobs["mask"].data
+    net.forward(start="up")
+    np.testing.assert_array_equal(net.blobs["u"].data, before)
+
+
+def test_a_mask_read_by_another_layer_type_is_caffes():
+    text = NET + 'layer { name: "scaled" type: "Power" bottom: "mask" top: "scaled" }\n'
+    net = run(text)
+    assert net.blobs["mask"].tensor().dtype != torch.uint8
+    np.testing.assert_array_equal(net.blobs["scaled"].data, reference(net.blobs["x"].data)[1])
