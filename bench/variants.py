@@ -48,6 +48,9 @@ VARIANTS = [
     Variant("int64_masks", "max-pooling masks as PyTorch's int64 indices instead of one byte "
             "per pooled element (mode.set_compact_masks(False)): the memory comparison",
             enable=lambda: mode.set_compact_masks(False), kinds=("inference", "train")),
+    Variant("no_prefetch", "data layers decode each batch when it is needed, not ahead in a "
+            "background thread (mode.set_data_prefetch(False))",
+            enable=lambda: mode.set_data_prefetch(False), kinds=("data",)),
 ]
 
 

@@ -4,7 +4,7 @@ import torch
 from .errors import CaffeError
 
 _state = {"mode": "cpu", "device_id": 0, "caffe_accumulation": False, "channels_last": False,
-          "compact_masks": True}
+          "compact_masks": True, "data_prefetch": True}
 
 
 def set_mode_cpu():
@@ -89,3 +89,16 @@ def set_compact_masks(enabled):
 def compact_masks():
     """Whether pooling masks are kept compact (set_compact_masks)."""
     return _state["compact_masks"]
+
+
+def set_data_prefetch(enabled):
+    """Data layers reading list files (DenseImageData, ImageData) decode and transform the next
+    batch in a background thread while the step computes (the default), or only when the
+    batch is needed (False). The data order, and a resume, are the same either way."""
+    _state["data_prefetch"] = bool(enabled)
+
+
+def data_prefetch():
+    """Whether data layers decode ahead (set_data_prefetch)."""
+    return _state["data_prefetch"]
+

@@ -184,6 +184,42 @@ def test_dense_state_resumes_the_data_order(tmp_path, monkeypatch):
     np.testing.assert_array_equal(resumed.blobs["label"].data, expected[1])
 
 
+def test_dense_prefetch_decodes_ahead_with_the_same_batches_and_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_pairs(tmp_path, 5)
+    write_list(tmp_path, [f"img/{i}.png lab/{i}.png" for i in range(5)])
+
+    def batches(prefetch, count=4, state=None):
+        caffe.mode.set_data_prefetch(prefetch)
+        try:
+            caffe.set_random_seed(3)
+            net = dense_net("list.txt", dense="shuffle: true mirror: true", batch_size=2)
+            if state:
+                net.layers[0].load_state(state)
+            seen = []
+            for _ in range(count):
+                net.forward()
+                seen.append((net.blobs["data"].data.copy(), net.blobs["label"].data.copy()))
+            return net, seen
+        finally:
+            caffe.mode.set_data_prefetch(True)
+
+    net, ahead = batches(True)
+    _, plain = batches(False)
+    for (data, label), (plain_data, plain_label) in zip(ahead, plain):
+        np.testing.assert_array_equal(data, plain_data)
+        np.testing.assert_array_equal(label, plain_label)
+    # The next batch was decoded in the background: the next forward no longer decodes.
+    net.layers[0]._cache[2].result()
+    monkeypatch.setattr(net.layers[0], "load_batch", lambda k: pytest.fail("decoded late"))
+    net.forward()
+    # The saved state counts batches handed out, not decoded: a resume continues exactly.
+    state = net.layers[0].state()
+    _, resumed = batches(True, count=1, state=state)
+    _, reference = batches(False, count=6)
+    np.testing.assert_array_equal(resumed[0][0], reference[5][0])
+
+
 def test_dense_root_folder_and_batch_size_one_with_varying_sizes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "root").mkdir()

@@ -7,6 +7,7 @@ so the loader's whole state is (seed, k), a resumed run continues with the same 
 background thread can decode batch k+1 while batch k trains.
 """
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -207,12 +208,14 @@ class BatchOrder:
         self._permutations = {}
 
     def _permutation(self, epoch):
-        if epoch not in self._permutations:
+        # Also called from the prefetch thread: the result is held locally, not re-read.
+        permutation = self._permutations.get(epoch)
+        if permutation is None:
             if len(self._permutations) > 4:
                 self._permutations.clear()
-            self._permutations[epoch] = np.random.default_rng([self.seed, epoch]).permutation(
-                self.count)
-        return self._permutations[epoch]
+            permutation = np.random.default_rng([self.seed, epoch]).permutation(self.count)
+            self._permutations[epoch] = permutation
+        return permutation
 
     def positions(self, k):
         """The global positions of batch k's items (position p is entry p % count of epoch
@@ -244,12 +247,19 @@ def _size(array):
     return f"{array.shape[-2]}x{array.shape[-1]} (HxW) with {array.shape[0]} channel(s)"
 
 
+# One thread decodes ahead for every data layer: OpenCV and numpy release the GIL, so it runs
+# beside the step's torch kernels.
+_PREFETCH = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segnet-caffe-data")
+
+
 # ----- the data-layer base -----------------------------------------------------------------------
 class ListDataLayer(BaseLayer):
     """A data layer reading the images of a list file: tops come from `load_batch(k)`.
 
     Subclasses set `self.entries` (the parsed list), `self.order` (a BatchOrder) in `setup` and
-    implement `load_batch(k)` -> the numpy arrays of the tops for batch k.
+    implement `load_batch(k)` -> the numpy arrays of the tops for batch k. Each forward starts
+    decoding the next batch in a background thread; `self.batch` counts the batches handed
+    out, so the saved state (and a resume) does not depend on what was decoded ahead.
     """
 
     bottom_count = (0, 0)
@@ -288,11 +298,21 @@ class ListDataLayer(BaseLayer):
         raise NotImplementedError
 
     def _batch_arrays(self, k):
-        if self._cache is not None and self._cache[0] == k:
-            return self._cache[1]
+        """Batch k's arrays: decoded ahead in the background, or now."""
+        if self._cache is not None and self._cache[:2] == (self.order, k):
+            arrays = self._cache[2]
+            if isinstance(arrays, Future):  # a CaffeError of the decode is raised here
+                arrays = arrays.result()
+                self._cache = (self.order, k, arrays)
+            return arrays
         arrays = self.load_batch(k)
-        self._cache = (k, arrays)
+        self._cache = (self.order, k, arrays)
         return arrays
+
+    def _prefetch(self, k):
+        """Start decoding batch k in the background thread (mode.set_data_prefetch)."""
+        if mode.data_prefetch():
+            self._cache = (self.order, k, _PREFETCH.submit(self.load_batch, k))
 
     def reshape(self, bottom_shapes):
         """The shapes of the next batch (decoded now, handed out by the next forward)."""
@@ -302,6 +322,7 @@ class ListDataLayer(BaseLayer):
         arrays = self._batch_arrays(self.batch)
         self._cache = None
         self.batch += 1
+        self._prefetch(self.batch)
         device = mode.device()
         return [torch.from_numpy(a).to(device) for a in arrays]
 
