@@ -51,6 +51,11 @@ VARIANTS = [
     Variant("no_prefetch", "data layers decode each batch when it is needed, not ahead in a "
             "background thread (mode.set_data_prefetch(False))",
             enable=lambda: mode.set_data_prefetch(False), kinds=("data",)),
+    Variant("bf16", "bfloat16 autocast, float32 master weights (mode.set_bf16, --bf16)",
+            enable=lambda: mode.set_bf16(True), kinds=("inference", "train")),
+    Variant("bf16_channels_last", "bfloat16 autocast and NHWC convolutions",
+            enable=lambda: (mode.set_bf16(True), mode.set_channels_last(True)),
+            kinds=("inference", "train")),
 ]
 
 

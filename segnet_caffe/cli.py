@@ -277,6 +277,9 @@ def build_parser():
         _flag(sub, "level", type=int, default=0, help="net state level")
         _flag(sub, "stage", default="", help="comma-separated net state stages")
         sub.add_argument("--debug", action="store_true", help="show Python tracebacks")
+        _flag(sub, "bf16", action="store_true",
+              help="bfloat16 autocast for the layers (float32 weights, diffs and updates)")
+        _flag(sub, "channels_last", action="store_true", help="NHWC convolutions")
         if with_model:
             _flag(sub, "model", default="", help="the net prototxt")
             _flag(sub, "weights", default="", help="comma-separated .caffemodel files")
@@ -361,6 +364,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = list(argv)  # a multi-process train runs this same command in each process
+    mode.set_bf16(getattr(args, "bf16", False))
+    mode.set_channels_last(getattr(args, "channels_last", False))
     return run_reporting_errors(lambda: args.run(args), getattr(args, "debug", False))
 
 

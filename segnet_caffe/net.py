@@ -475,17 +475,17 @@ class Net:
                 if i in folded:
                     self._saved.pop(i, None)
                     with torch.no_grad():
-                        tops = layer.forward(bottoms, channel_affine=folded[i])
+                        tops = self._layer_forward(layer, bottoms, channel_affine=folded[i])
                 elif record and self._layer_need_backward[i]:
                     # Each layer's graph starts at its own bottoms: backward runs layer by layer.
                     leaves = [b.detach().requires_grad_(need and b.is_floating_point())
                               for b, need in zip(bottoms, self._bottom_need_backward[i])]
-                    tops = layer.forward(leaves)
+                    tops = self._layer_forward(layer, leaves)
                     self._saved[i] = (leaves, tops)
                 else:
                     self._saved.pop(i, None)
                     with torch.no_grad():
-                        tops = layer.forward(bottoms)
+                        tops = self._layer_forward(layer, bottoms)
             except BadLabelsError as error:
                 raise CaffeError(f"{error}; {self._label_origin(i, error)}") from None
             except (MemoryError,) + layer.FAILURES as error:
@@ -501,6 +501,17 @@ class Net:
                 if weight:
                     loss += weight * float(self.blobs[name].tensor().detach().sum())
         return loss
+
+    def _layer_forward(self, layer, bottoms, **kwargs):
+        """layer.forward, under bfloat16 autocast when mode.set_bf16 is on (layers that keep
+        float32, losses and scores, get float32 bottoms instead)."""
+        if not mode.bf16():
+            return layer.forward(bottoms, **kwargs)
+        if not layer.low_precision:
+            return layer.forward([b.float() if b.is_floating_point() else b for b in bottoms],
+                                 **kwargs)
+        with torch.autocast(self._device.type, dtype=torch.bfloat16):
+            return layer.forward(bottoms, **kwargs)
 
     def _label_origin(self, index, error):
         """Which list file lines the bad labels of layer `index` came from (through Splits)."""

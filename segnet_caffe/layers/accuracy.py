@@ -17,6 +17,7 @@ class AccuracyLayer(BaseLayer):
 
     bottom_count = (2, 2)
     top_count = (1, 2)
+    low_precision = False
 
     def setup(self, bottom_shapes):
         p = self.param.accuracy_param

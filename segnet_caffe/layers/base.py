@@ -25,6 +25,8 @@ class BaseLayer:
     top_count = (1, 1)
     # Loss layers put loss weight 1 on their first top unless the prototxt says otherwise.
     default_loss_weight = 0.0
+    # Under mode.set_bf16 the forward runs in bfloat16 autocast; False: in float32 (losses, scores).
+    low_precision = True
     # Caffe accumulates parameter diffs across backward calls; the SegNet BN layer overwrites them.
     accumulates_param_diffs = True
 

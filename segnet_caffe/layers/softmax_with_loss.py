@@ -35,6 +35,7 @@ class SoftmaxWithLossLayer(BaseLayer):
     bottom_count = (2, 2)
     top_count = (1, 2)
     default_loss_weight = 1.0
+    low_precision = False
 
     def setup(self, bottom_shapes):
         lp = self.param.loss_param
