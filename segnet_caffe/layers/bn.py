@@ -57,23 +57,29 @@ class BNLayer(BaseLayer):
             # The fork leaves the optional mean/variance tops unwritten (zeros) in INFERENCE mode.
             stats = [x.new_zeros((1, channels, 1, 1)) for _ in self.param.top[1:]]
             return [torch.addcmul(shift, x, scale)] + stats
-        channel_axes = (0,) + tuple(range(2, x.dim()))
-        if caffe_accumulation() or x.numel() == channels:
-            # One value per channel: the fork outputs exactly the shift; PyTorch's kernel,
-            # dividing rounding noise by sqrt(1e-9), does not.
-            tops = [self._fork_order(x, scale, shift)]
+        synchronised = self.phase == caffe_pb2.TRAIN and distributed.sync_batch_stats()
+        if caffe_accumulation() or synchronised or x.numel() == channels:
+            # The fork's own formulas: for Caffe's arithmetic order (set_caffe_accumulation),
+            # for statistics over every process's batch (--sync_bn), and for one value per
+            # channel (the fork outputs exactly the shift; PyTorch's kernel, dividing rounding
+            # noise by sqrt(1e-9), does not).
+            y, mean, var = self._fork_order(x, scale, shift, synchronised)
         else:
             # The fork's statistics are the batch mean and biased variance over (N, H, W), so
             # PyTorch's fused batch-norm kernels compute its forward and backward (the formulas
             # above) in a few passes, equal up to float rounding.
-            tops = [F.batch_norm(x, None, None, scale.reshape(-1), shift.reshape(-1), True, 0.0,
-                                 self.eps)]
+            y = F.batch_norm(x, None, None, scale.reshape(-1), shift.reshape(-1), True, 0.0,
+                             self.eps)
+            mean = var = None
+        tops = [y]
         if len(self.param.top) > 1:
             # Batch statistics as (1, C, 1, 1) blobs; BN's backward ignores their diffs.
-            with torch.no_grad():
-                var, mean = torch.var_mean(x, dim=channel_axes, correction=0, keepdim=True)
+            if mean is None:
+                with torch.no_grad():
+                    var, mean = torch.var_mean(x, dim=(0,) + tuple(range(2, x.dim())),
+                                               correction=0, keepdim=True)
             for stat in (mean, var)[:len(self.param.top) - 1]:
-                tops.append(stat.reshape(1, channels, 1, 1))
+                tops.append(stat.detach().reshape(1, channels, 1, 1))
         return tops
 
     def channel_affine(self):
@@ -81,15 +87,16 @@ class BNLayer(BaseLayer):
             return None
         return self.blobs[0].tensor().reshape(-1), self.blobs[1].tensor().reshape(-1)
 
-    def _fork_order(self, x, scale, shift):
-        """The fork's own arithmetic (set_caffe_accumulation): spatial means first, then the
-        batch mean; var = E[x^2] - E[x]^2. A conv bias under BN has a gradient that is pure
-        rounding noise, and this order keeps it as small as Caffe's."""
+    def _fork_order(self, x, scale, shift, synchronised):
+        """(top, mean, var) by the fork's own arithmetic: spatial means first, then the batch
+        mean; var = E[x^2] - E[x]^2, over all processes' batches when `synchronised`. A conv
+        bias under BN has a gradient that is pure rounding noise, and this order keeps it as
+        small as Caffe's."""
         spatial = tuple(range(2, x.dim()))
         mean = (x.mean(spatial, keepdim=True) if spatial else x).mean(0, keepdim=True)
         square = x * x
         mean_sq = (square.mean(spatial, keepdim=True) if spatial else square).mean(0, keepdim=True)
-        if self.phase == caffe_pb2.TRAIN and distributed.sync_batch_stats():
-            mean, mean_sq, _ = distributed.global_moments(mean, mean_sq, x.numel() // channels)
+        if synchronised:
+            mean, mean_sq, _ = distributed.global_moments(mean, mean_sq, x.numel() // x.shape[1])
         var = mean_sq - mean * mean
-        return (x - mean) / (var + self.eps).sqrt() * scale + shift
+        return (x - mean) / (var + self.eps).sqrt() * scale + shift, mean, var
