@@ -400,7 +400,9 @@ class Net:
     def fold_bn(self):
         """Fold INFERENCE-mode BN layers, use_global_stats BatchNorm layers and per-channel Scale
         layers into the Convolution before them: the filters and bias are scaled at each forward
-        (from the current parameters) and the folded layers are skipped. Opt-in, for inference.
+        (from the current parameters) and the folded layers are skipped. A ReLU after them is
+        applied in place on the convolution's fresh output (saving a pass that writes a new map).
+        Opt-in, for inference.
 
         Only layers that work in place on the convolution's top, right after it, are folded, so
         every blob a user can read keeps Caffe's value: in place, Caffe overwrites the
@@ -416,32 +418,44 @@ class Net:
             top = list(self.param.layer[i].top)
             if self.layers[i].type == "Convolution" and len(top) == 1:
                 j = i + 1
-                while (j < len(self.layers) and list(self.param.layer[j].bottom) == top
-                       and list(self.param.layer[j].top) == top
-                       and self.layers[j].channel_affine() is not None):
+                while self._in_place_on(j, top) and self.layers[j].channel_affine() is not None:
                     chain.append(j)
                     j += 1
+                if self._in_place_on(j, top) and self.layers[j].in_place_activation():
+                    chain.append(j)
             if chain:
                 self._folds[i] = chain
             i += 1 + len(chain)
         self._saved.clear()
         return [self._layer_names[j] for chain in self._folds.values() for j in chain]
 
+    def _in_place_on(self, index, top):
+        """Whether layer `index` exists and works in place on the blobs `top`."""
+        return (index < len(self.layers) and list(self.param.layer[index].bottom) == top
+                and list(self.param.layer[index].top) == top)
+
     def unfold_bn(self):
         """Undo fold_bn: every layer runs on its own again."""
         self._folds = {}
 
     def _folded_in(self, start, end):
-        """{convolution index: its chain's combined (a, b)} for the folded chains wholly inside
+        """{convolution index: the keyword arguments of its forward (`channel_affine`, the
+        chain's combined (a, b), and `activation`)} for the folded chains wholly inside
         start..end, and the indices of the layers they skip."""
         active, skipped = {}, set()
         for conv, chain in self._folds.items():
             if start <= conv and chain[-1] <= end:
-                a, b = self.layers[chain[0]].channel_affine()
-                for j in chain[1:]:
-                    a_j, b_j = self.layers[j].channel_affine()
-                    a, b = a * a_j, torch.addcmul(b_j, b, a_j)
-                active[conv] = (a.detach(), b.detach())
+                affine, activation = None, None
+                for j in chain:
+                    a_j, b_j = self.layers[j].channel_affine() or (None, None)
+                    if a_j is None:
+                        activation = self.layers[j].in_place_activation()
+                    elif affine is None:
+                        affine = (a_j.detach(), b_j.detach())
+                    else:
+                        a, b = affine
+                        affine = (a * a_j.detach(), torch.addcmul(b_j.detach(), b, a_j.detach()))
+                active[conv] = dict(channel_affine=affine, activation=activation)
                 skipped.update(chain)
         return active, skipped
 
@@ -475,7 +489,7 @@ class Net:
                 if i in folded:
                     self._saved.pop(i, None)
                     with torch.no_grad():
-                        tops = self._layer_forward(layer, bottoms, channel_affine=folded[i])
+                        tops = self._layer_forward(layer, bottoms, **folded[i])
                 elif record and self._layer_need_backward[i]:
                     # Each layer's graph starts at its own bottoms: backward runs layer by layer.
                     leaves = [b.detach().requires_grad_(need and b.is_floating_point())

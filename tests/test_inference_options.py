@@ -61,7 +61,7 @@ def test_fold_bn_folds_in_place_affine_layers_and_keeps_every_blob():
     net.forward()
     plain = blob_values(net)
     weights = {name: [b.data.copy() for b in blobs] for name, blobs in net.params.items()}
-    assert net.fold_bn() == ["bn1", "bn2", "scale2"]
+    assert net.fold_bn() == ["bn1", "relu1", "bn2", "scale2"]
     for name in plain:
         net.blobs[name].data[...] = 0 if name != "x" else plain["x"]
     net.forward()

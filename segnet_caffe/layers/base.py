@@ -97,6 +97,12 @@ class BaseLayer:
         (Net.fold_bn); None otherwise."""
         return None
 
+    def in_place_activation(self):
+        """A function that computes the layer's top from its bottom in place, when the layer is
+        elementwise and may run in place on a convolution's fresh output (Net.fold_bn); None
+        otherwise."""
+        return None
+
     def allow_force_backward(self, bottom_index):
         """Whether force_backward may ask for this bottom's gradient (not for loss labels)."""
         return True

@@ -148,9 +148,10 @@ class ConvolutionLayer(ConvolutionBase):
     def weight_shape(self, g):
         return (g.num_output, g.channels // g.group) + g.kernel
 
-    def forward(self, bottoms, channel_affine=None):
+    def forward(self, bottoms, channel_affine=None, activation=None):
         """`channel_affine` (a, b): compute a[o] * conv + b[o] by scaling the filters and bias
-        instead (the layers after it folded in by Net.fold_bn)."""
+        instead; `activation`: then apply it to the output in place (the layers after it folded
+        in by Net.fold_bn)."""
         self.check_bottoms(bottoms)
         g = self.geometry
         shape = tuple(bottoms[0].shape)
@@ -172,5 +173,6 @@ class ConvolutionLayer(ConvolutionBase):
             if x.dim() == 4 and mode.channels_last():
                 x = x.contiguous(memory_format=torch.channels_last)
                 weight = weight.contiguous(memory_format=torch.channels_last)
-            tops.append(conv(x, weight, bias, g.stride, g.pad, g.dilation, g.group))
+            top = conv(x, weight, bias, g.stride, g.pad, g.dilation, g.group)
+            tops.append(top if activation is None else activation(top))
         return tops

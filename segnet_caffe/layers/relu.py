@@ -22,3 +22,8 @@ class ReLULayer(NeuronLayer):
         if self.negative_slope == 0:
             return F.relu(x)
         return F.leaky_relu(x, self.negative_slope)
+
+    def in_place_activation(self):
+        if self.negative_slope == 0:
+            return F.relu_
+        return lambda x: F.leaky_relu_(x, self.negative_slope)
