@@ -40,11 +40,10 @@ def caffe_index(offsets, kernel, width):
 
 
 def _scatter(values, offsets, kernel, size):
-    """A zero map of `size` with each value at its maximum's position."""
-    n, c = values.shape[:2]
-    index = caffe_index(offsets, kernel, size[1]).reshape(n, c, -1)
-    top = values.new_zeros((n, c, size[0] * size[1]))
-    return top.scatter_(2, index, values.reshape(n, c, -1)).reshape(n, c, *size)
+    """A zero map of `size` with each value at its maximum's position (in the memory format of
+    `values`: max_unpool2d keeps channels-last, which a scatter into a flat plane would not)."""
+    index = caffe_index(offsets, kernel, size[1])
+    return F.max_unpool2d(values, index, kernel, kernel, output_size=size)
 
 
 class Unpool(torch.autograd.Function):
