@@ -178,6 +178,7 @@ class EagerVariant:
     description: str
     channels_last: bool = False
     fuse_bn: bool = False
+    compile: bool = False
     kinds: tuple = ("inference", "train")
 
 
@@ -189,4 +190,7 @@ VARIANTS = {
                                               "(torch.nn.utils.fusion.fuse_conv_bn_eval)",
                                               channels_last=True, fuse_bn=True,
                                               kinds=("inference",)),
+    "eager_fused_channels_last_compiled": EagerVariant(
+        "the same through torch.compile (Inductor; its compile time is in the warm-up run)",
+        channels_last=True, fuse_bn=True, compile=True, kinds=("inference",)),
 }

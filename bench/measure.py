@@ -115,6 +115,8 @@ class Eager:
             model = eager.fuse_bn(model)
         if self.variant.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if self.variant.compile:
+            model = torch.compile(model)
         return model
 
     def _on_device(self, tensor):
