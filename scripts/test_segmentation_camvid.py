@@ -1,7 +1,7 @@
 """Test a SegNet: scores over the net's test data, figures, or predictions for plain images.
 
     python scripts/test_segmentation_camvid.py --model prototxt/segnet_squares_inference.prototxt \\
-        --weights snapshots/segnet_squares_iter_300.caffemodel --iter 100 [--gpu] [--out DIR]
+        --weights snapshots/segnet_squares_iter_300.caffemodel --iter 100 [--gpu] [--bf16] [--out DIR]
 
 The SegNet tutorial's script, made to score: N forward passes of the net's own data layer
 (TEST phase; `data` and `label` tops, a Softmax `prob` top whose channel argmax is the
@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 import segnet_caffe as caffe
-from segnet_caffe import datasets, evaluate, plots
+from segnet_caffe import datasets, evaluate, mode, plots
 
 
 def parse_args(argv):
@@ -47,6 +47,9 @@ def parse_args(argv):
     parser.add_argument("--weights", required=True, help=".caffemodel")
     parser.add_argument("--iter", type=int, help="batches to run (required without --images)")
     parser.add_argument("--gpu", action="store_true", help="run on CUDA (set_mode_gpu)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="run the net under bfloat16 autocast (mode.set_bf16), as --bf16 "
+                             "does for training")
     parser.add_argument("--out", default="runs/test_segmentation", help="output folder")
     parser.add_argument("--show", action="store_true", help="also show the figures in windows")
     parser.add_argument("--samples", type=int, default=3, help="sample figures to draw (3)")
@@ -157,6 +160,7 @@ def main(argv=None):
     try:
         if args.gpu:
             caffe.set_mode_gpu()
+        mode.set_bf16(args.bf16)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         with torch.no_grad():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import segnet_caffe as caffe
-from segnet_caffe import datasets, evaluate
+from segnet_caffe import datasets, evaluate, mode
 from segnet_caffe.metrics import ConfusionMatrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -105,6 +105,21 @@ def test_metrics_and_figures(tiny, tmp_path, capsys):
     for name in ("sample_0.png", "sample_1.png", "sample_2.png", "confusion_matrix.png"):
         picture = cv2.imread(str(tmp_path / name))
         assert picture is not None and picture.shape[0] > 100
+
+
+def test_bf16_runs_the_net_under_autocast(tiny, tmp_path):
+    """--bf16: the tiny net's scores (integers below 256) are exact in bfloat16, so the
+    confusion matrix is the float one."""
+    root = tiny["root"]
+    try:
+        assert run(tiny, "--model", str(root / "net.prototxt"), "--iter", "3", "--bf16",
+                   "--out", str(tmp_path), "--classes", str(root / "classes.json")) == 0
+        assert mode.bf16()
+    finally:
+        mode.set_bf16(False)
+    expected = expected_confusion(tiny["images"], tiny["labels"])
+    assert json.loads((tmp_path / "metrics.json").read_text())["confusion_matrix"] == \
+        expected.matrix.tolist()
 
 
 def test_default_classes_and_sample_count(tiny, tmp_path):
