@@ -23,20 +23,32 @@ def _window_starts(pooled, kernel, width, device):
     return rows + torch.arange(pooled[1], device=device).view(1, -1) * kernel[1]
 
 
+def _rows_below_start(index_or_offsets, thresholds):
+    """uint8 count of the thresholds each element reaches: the row of an element inside its
+    window, given each row's first index (comparisons only: no integer division)."""
+    rows = torch.zeros_like(index_or_offsets, dtype=torch.uint8)
+    for threshold in thresholds:
+        rows += index_or_offsets >= threshold
+    return rows
+
+
 def window_offsets(index, kernel, width):
-    """uint8 offsets dh * kernel_w + dw of the maxima from max_pool2d's flat input indices
-    (which it overwrites: in place saves passes over the map)."""
-    delta = index.sub_(_window_starts(index.shape[2:], kernel, width, index.device))
-    dh = torch.div(delta, width, rounding_mode="floor")  # delta = dh * width + dw
-    return delta.sub_(dh.mul_(width - kernel[1])).to(torch.uint8)
+    """uint8 offsets dh * kernel_w + dw of the maxima from max_pool2d's flat input indices.
+
+    offset = (index - start) - dh * (width - kernel_w), computed modulo 256 in uint8 (the
+    offset itself is below 256), with dh found by comparing index with each row's start."""
+    starts = _window_starts(index.shape[2:], kernel, width, index.device)
+    dh = _rows_below_start(index, [starts + r * width for r in range(1, kernel[0])])
+    offsets = index.to(torch.uint8).sub_(starts.to(torch.uint8))  # uint8 casts wrap modulo 256
+    return offsets.sub_(dh.mul_((width - kernel[1]) % 256))
 
 
 def caffe_index(offsets, kernel, width):
-    """Caffe's mask values (flat indices h * width + w in the input plane) from the offsets."""
-    steps = torch.tensor([dh * width + dw for dh in range(kernel[0]) for dw in range(kernel[1])],
-                         device=offsets.device)
-    return steps[offsets.long()] + _window_starts(offsets.shape[2:], kernel, width,
-                                                  offsets.device)
+    """Caffe's mask values (flat indices h * width + w in the input plane) from the offsets:
+    start + offset + dh * (width - kernel_w)."""
+    dh = _rows_below_start(offsets, [r * kernel[1] for r in range(1, kernel[0])])
+    index = offsets.to(torch.int64).add_(dh, alpha=width - kernel[1])
+    return index.add_(_window_starts(offsets.shape[2:], kernel, width, offsets.device))
 
 
 def _scatter(values, offsets, kernel, size):
