@@ -447,14 +447,13 @@ class Net:
             if start <= conv and chain[-1] <= end:
                 affine, activation = None, None
                 for j in chain:
-                    a_j, b_j = self.layers[j].channel_affine() or (None, None)
-                    if a_j is None:
+                    pair = self.layers[j].channel_affine()
+                    if pair is None:  # the chain's last layer may be an in-place activation
                         activation = self.layers[j].in_place_activation()
-                    elif affine is None:
-                        affine = (a_j.detach(), b_j.detach())
-                    else:
-                        a, b = affine
-                        affine = (a * a_j.detach(), torch.addcmul(b_j.detach(), b, a_j.detach()))
+                        continue
+                    a_j, b_j = (t.detach() for t in pair)
+                    affine = (a_j, b_j) if affine is None else (
+                        affine[0] * a_j, torch.addcmul(b_j, affine[1], a_j))
                 active[conv] = dict(channel_affine=affine, activation=activation)
                 skipped.update(chain)
         return active, skipped

@@ -51,7 +51,7 @@ def caffe_index(offsets, kernel, width):
     return index.add_(_window_starts(offsets.shape[2:], kernel, width, offsets.device))
 
 
-def _scatter(values, offsets, kernel, size):
+def _unpool(values, offsets, kernel, size):
     """A zero map of `size` with each value at its maximum's position (in the memory format of
     `values`: max_unpool2d keeps channels-last, which a scatter into a flat plane would not)."""
     index = caffe_index(offsets, kernel, size[1])
@@ -66,7 +66,7 @@ class Unpool(torch.autograd.Function):
     def forward(ctx, values, offsets, kernel, size):
         ctx.kernel, ctx.size = kernel, tuple(size)
         ctx.save_for_backward(offsets)
-        return _scatter(values, offsets, kernel, size)
+        return _unpool(values, offsets, kernel, size)
 
     @staticmethod
     def backward(ctx, grad):
@@ -92,4 +92,4 @@ class TiledMaxPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, _):
         offsets, = ctx.saved_tensors
-        return _scatter(dy, offsets, ctx.kernel, ctx.size), None
+        return _unpool(dy, offsets, ctx.kernel, ctx.size), None
