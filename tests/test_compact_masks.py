@@ -3,8 +3,10 @@ every reader, and the same training results as PyTorch's int64 indices."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from segnet_caffe import mode
+from segnet_caffe.layers._pool_mask import caffe_index, window_offsets
 from layer_testing import net_from_text
 
 # Pool 2x2/2 of an odd-sized map (ceil-mode border windows), ties in the input, the mask read
@@ -96,3 +98,20 @@ def test_a_mask_read_by_another_layer_type_is_caffes():
     net = run(text)
     assert net.blobs["mask"].tensor().dtype != torch.uint8
     np.testing.assert_array_equal(net.blobs["scaled"].data, reference(net.blobs["x"].data)[1])
+
+
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (2, 3), (4, 1)])
+@pytest.mark.parametrize("size", [(7, 9), (45, 60), (5, 5)])
+def test_offsets_and_caffe_indices_for_every_tiling_window(kernel, size):
+    """The one-byte offsets are dh * kernel_w + dw of max_pool2d's indices, and caffe_index
+    gives those indices back (ceil-mode border windows included)."""
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    _, index = F.max_pool2d(x, kernel, kernel, 0, ceil_mode=True, return_indices=True)
+    offsets = window_offsets(index.clone(), kernel, size[1])
+    rows, cols = index // size[1], index % size[1]
+    pooled_rows = torch.arange(index.shape[2]).view(-1, 1) * kernel[0]
+    pooled_cols = torch.arange(index.shape[3]).view(1, -1) * kernel[1]
+    expected = (rows - pooled_rows) * kernel[1] + (cols - pooled_cols)
+    assert offsets.dtype == torch.uint8
+    assert torch.equal(offsets.long(), expected)
+    assert torch.equal(caffe_index(offsets, kernel, size[1]), index)
