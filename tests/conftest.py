@@ -7,6 +7,17 @@ import pytest
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+@pytest.fixture(autouse=True)
+def no_decode_outlives_its_test():
+    """Data layers decode their next batch in a background thread (mode.set_data_prefetch). A
+    decode still running when a test ends would read the next test's files (list files name
+    them relative to the working folder) and log into its output: wait for it. The thread is
+    one worker, so a no-op queued behind it returns when everything before it is done."""
+    yield
+    from segnet_caffe.layers import image_io
+    image_io._PREFETCH.submit(int).result()
+
+
 @pytest.fixture(scope="session")
 def shared_dir():
     """The ../shared folder (real Caffe data and conformance fixtures); skips the test without it."""
