@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from segnet_caffe import mode
-from segnet_caffe.layers._pool_mask import caffe_index, window_offsets
+from segnet_caffe.layers._pool_mask import _gather, _unpool, caffe_index, window_offsets
 from layer_testing import net_from_text
 
 # Pool 2x2/2 of an odd-sized map (ceil-mode border windows), ties in the input, the mask read
@@ -115,3 +115,22 @@ def test_offsets_and_caffe_indices_for_every_tiling_window(kernel, size):
     assert offsets.dtype == torch.uint8
     assert torch.equal(offsets.long(), expected)
     assert torch.equal(caffe_index(offsets, kernel, size[1]), index)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (2, 3), (4, 1)])
+@pytest.mark.parametrize("size", [(7, 9), (45, 60)])
+def test_unpooling_and_its_gather_by_offsets_are_max_unpool2ds(kernel, size, memory_format):
+    """Unpooling by the offsets (window by window, no int64 indices) equals F.max_unpool2d by
+    max_pool2d's indices, keeps the memory format, and its gather picks what indices pick."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, *size, generator=generator).contiguous(memory_format=memory_format)
+    y, index = F.max_pool2d(x, kernel, kernel, 0, ceil_mode=True, return_indices=True)
+    offsets = window_offsets(index.clone(), kernel, size[1])
+    unpooled = _unpool(y, offsets, kernel, size)
+    assert torch.equal(unpooled, F.max_unpool2d(y, index, kernel, kernel, output_size=size))
+    assert unpooled.is_contiguous(memory_format=memory_format)
+    grad = torch.randn(2, 3, *size, generator=generator).contiguous(memory_format=memory_format)
+    picked = grad.flatten(2).gather(2, index.flatten(2)).view_as(index)
+    assert torch.equal(_gather(grad, offsets, kernel), picked)
+

@@ -51,16 +51,51 @@ def caffe_index(offsets, kernel, width):
     return index.add_(_window_starts(offsets.shape[2:], kernel, width, offsets.device))
 
 
+def _memory_format(x):
+    """channels_last when `x` is laid out so (and not also plainly contiguous), else contiguous."""
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
+def _window_views(whole, kernel):
+    """Strided views of a map of whole windows, one per offset in raster order: view k holds the
+    element at offset k of every window (an (N, C, H_pooled, W_pooled) view)."""
+    return [whole[:, :, dh::kernel[0], dw::kernel[1]]
+            for dh in range(kernel[0]) for dw in range(kernel[1])]
+
+
 def _unpool(values, offsets, kernel, size):
-    """A zero map of `size` with each value at its maximum's position (in the memory format of
-    `values`: max_unpool2d keeps channels-last, which a scatter into a flat plane would not)."""
-    index = caffe_index(offsets, kernel, size[1])
-    return F.max_unpool2d(values, index, kernel, kernel, output_size=size)
+    """A map of `size` holding each value at its maximum's position and zeros elsewhere, in the
+    memory format of `values`. Each offset's view of the windows is written once (no zero fill
+    first, no int64 indices); ceil-mode maps are cropped from the windows' whole extent."""
+    n, c, h, w = values.shape
+    whole = torch.empty((n, c, h * kernel[0], w * kernel[1]), dtype=values.dtype,
+                        device=values.device, memory_format=_memory_format(values))
+    zero = values.new_zeros(())
+    for k, view in enumerate(_window_views(whole, kernel)):
+        torch.where(offsets == k, values, zero, out=view)
+    if tuple(whole.shape[2:]) == tuple(size):
+        return whole
+    return whole[:, :, :size[0], :size[1]].contiguous(memory_format=_memory_format(values))
+
+
+def _gather(grad, offsets, kernel):
+    """The element of `grad` at each window's maximum (the inverse of _unpool), pooled-shaped."""
+    pooled = offsets.shape[2:]
+    missing = [pooled[1] * kernel[1] - grad.shape[3], pooled[0] * kernel[0] - grad.shape[2]]
+    if any(missing):  # ceil-mode windows reach past the map: their maxima are inside it
+        grad = F.pad(grad, (0, missing[0], 0, missing[1]))
+    views = _window_views(grad, kernel)
+    picked = torch.empty_like(offsets, dtype=grad.dtype)
+    picked.copy_(views[-1])
+    for k, view in enumerate(views[:-1]):
+        torch.where(offsets == k, view, picked, out=picked)
+    return picked
 
 
 class Unpool(torch.autograd.Function):
-    """Max-unpooling by one-byte offsets to a map of `size` (H, W); its backward gathers. The
-    int64 indices live only while each direction runs."""
+    """Max-unpooling by one-byte offsets to a map of `size` (H, W); its backward gathers."""
 
     @staticmethod
     def forward(ctx, values, offsets, kernel, size):
@@ -71,9 +106,7 @@ class Unpool(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         offsets, = ctx.saved_tensors
-        n, c = offsets.shape[:2]
-        index = caffe_index(offsets, ctx.kernel, ctx.size[1]).reshape(n, c, -1)
-        return grad.reshape(n, c, -1).gather(2, index).reshape(offsets.shape), None, None, None
+        return _gather(grad, offsets, ctx.kernel), None, None, None
 
 
 class TiledMaxPool(torch.autograd.Function):
