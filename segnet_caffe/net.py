@@ -218,6 +218,7 @@ class Net:
         self._saved = {}              # layer index -> (bottom leaves, tops) for backward
         self._folds = {}              # convolution index -> indices of the layers folded into it
         self._producer = {}           # blob name -> index of the layer that last wrote it
+        self._overwrites = set()      # indices of the layers run over their bottom's memory
         blob_need_backward = {}
         available = OrderedDict()
         param_owner = {}              # shared param name -> index into self.learnable_params
@@ -244,6 +245,8 @@ class Net:
                 if not in_place:
                     self.blobs[name] = Blob(device=self._device)
                 available[name] = True
+            if self._may_overwrite(layer, layer_param):
+                self._overwrites.add(index)
             for name in layer_param.top:
                 self._producer[name] = index
             if layer_param.type == "Input":
@@ -281,6 +284,17 @@ class Net:
         self.outputs = sorted(available)  # Caffe walks a std::set: outputs come in name order
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
         self.params = OrderedDict((layer.name, layer.blobs) for layer in self.layers if layer.blobs)
+
+    def _may_overwrite(self, layer, layer_param):
+        """Whether `layer` may compute its top over its bottom's memory: it is in place in the
+        prototxt, has an in_place_activation, and the layer that wrote the bottom does not read
+        it again in backward (so only Caffe's own in-place overwrite is seen)."""
+        bottoms = list(layer_param.bottom)
+        if len(bottoms) != 1 or list(layer_param.top) != bottoms:
+            return False
+        if layer.in_place_activation() is None:
+            return False
+        return not self.layers[self._producer[bottoms[0]]].backward_reads_top
 
     def _link_pooling_masks(self):
         """A Pooling mask top read only by Upsample layers (through Splits) stays in the compact
@@ -485,6 +499,7 @@ class Net:
             names = self.param.layer[i]
             try:
                 bottoms = [self.blobs[b].tensor() for b in names.bottom]
+                overwrite = i in self._overwrites
                 if i in folded:
                     self._saved.pop(i, None)
                     with torch.no_grad():
@@ -493,12 +508,12 @@ class Net:
                     # Each layer's graph starts at its own bottoms: backward runs layer by layer.
                     leaves = [b.detach().requires_grad_(need and b.is_floating_point())
                               for b, need in zip(bottoms, self._bottom_need_backward[i])]
-                    tops = self._layer_forward(layer, leaves)
+                    tops = self._layer_forward(layer, leaves, overwrite)
                     self._saved[i] = (leaves, tops)
                 else:
                     self._saved.pop(i, None)
                     with torch.no_grad():
-                        tops = self._layer_forward(layer, bottoms)
+                        tops = self._layer_forward(layer, bottoms, overwrite)
             except BadLabelsError as error:
                 raise CaffeError(f"{error}; {self._label_origin(i, error)}") from None
             except (MemoryError,) + layer.FAILURES as error:
@@ -515,16 +530,17 @@ class Net:
                     loss += weight * float(self.blobs[name].tensor().detach().sum())
         return loss
 
-    def _layer_forward(self, layer, bottoms, **kwargs):
-        """layer.forward, under bfloat16 autocast when mode.set_bf16 is on (layers that keep
-        float32, losses and scores, get float32 bottoms instead)."""
+    def _layer_forward(self, layer, bottoms, overwrite=False, **kwargs):
+        """layer.forward, or with `overwrite` its in_place_activation over bottom 0, under
+        bfloat16 autocast when mode.set_bf16 is on (layers that keep float32, losses and scores,
+        get float32 bottoms instead)."""
+        forward = layer.forward_over_bottom if overwrite else layer.forward
         if not mode.bf16():
-            return layer.forward(bottoms, **kwargs)
+            return forward(bottoms, **kwargs)
         if not layer.low_precision:
-            return layer.forward([b.float() if b.is_floating_point() else b for b in bottoms],
-                                 **kwargs)
+            return forward([b.float() if b.is_floating_point() else b for b in bottoms], **kwargs)
         with torch.autocast(self._device.type, dtype=torch.bfloat16):
-            return layer.forward(bottoms, **kwargs)
+            return forward(bottoms, **kwargs)
 
     def _label_origin(self, index, error):
         """Which list file lines the bad labels of layer `index` came from (through Splits)."""

@@ -73,6 +73,59 @@ def test_in_place_blob_holds_output_and_bottom_diff():
     np.testing.assert_allclose(net.blobs["h"].diff, expected, rtol=1e-5, atol=1e-6)
 
 
+IN_PLACE_RELU = """
+name: "relu_after_{middle}"
+force_backward: true
+input: "x"
+input_shape {{ dim: 2 dim: 3 dim: 5 dim: 6 }}
+layer {{ name: "conv" type: "Convolution" bottom: "x" top: "h"
+  convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 weight_filler {{ type: "gaussian" std: 1 }} }} }}
+{middle_layer}
+layer {{ name: "relu" type: "ReLU" bottom: "h" top: "{relu_top}" relu_param {{ negative_slope: {slope} }} }}
+layer {{ name: "conv2" type: "Convolution" bottom: "{relu_top}" top: "y"
+  convolution_param {{ num_output: 2 kernel_size: 3 pad: 1 weight_filler {{ type: "gaussian" std: 1 }} }} }}
+"""
+MIDDLE_LAYERS = {
+    "convolution": "",
+    "bn": 'layer { name: "mid" type: "BN" bottom: "h" top: "h" bn_param { '
+          'scale_filler { type: "constant" value: 1.5 } shift_filler { type: "constant" value: 0.1 } } }',
+    "tanh": 'layer { name: "mid" type: "TanH" bottom: "h" top: "h" }',
+}
+
+
+@pytest.mark.parametrize("slope", [0, 0.25])
+@pytest.mark.parametrize("middle, overwrites", [("convolution", True), ("bn", True),
+                                                ("tanh", False)])
+def test_in_place_relu_overwrites_its_bottom_only_where_backward_allows(middle, overwrites, slope):
+    """An in-place ReLU computes over the memory of its bottom when the layer that wrote it does
+    not read its top in backward (Convolution, BN), not after TanH (whose backward reads it);
+    values and every gradient equal those of the same net with the ReLU out of place."""
+    def build(relu_top):
+        text = IN_PLACE_RELU.format(middle=middle, middle_layer=MIDDLE_LAYERS[middle],
+                                    relu_top=relu_top, slope=slope)
+        net = net_from_text(text)
+        for other in (net.params["conv"], net.params["conv2"]):
+            for k, blob in enumerate(other):
+                blob.data[...] = np.random.RandomState(k + blob.count).randn(*blob.shape)
+        return net
+    x = np.random.RandomState(3).randn(2, 3, 5, 6).astype(np.float32)
+    dy = np.random.RandomState(4).randn(2, 2, 5, 6).astype(np.float32)
+    results = []
+    for relu_top in ("h", "r"):
+        net = build(relu_top)
+        net.blobs["x"].data[...] = x
+        net.forward(end=net._layer_names[-3])  # up to the layer before the ReLU
+        before = net.blobs["h"].tensor().data_ptr()
+        net.forward(start="relu")
+        if relu_top == "h":
+            assert (net.blobs["h"].tensor().data_ptr() == before) == overwrites
+        net.backward(y=dy)
+        results.append([net.blobs[relu_top].data.copy(), net.blobs["x"].diff.copy()]
+                       + [blob.diff.copy() for name in net.params for blob in net.params[name]])
+    for in_place, out_of_place in zip(*results):
+        np.testing.assert_array_equal(in_place, out_of_place)
+
+
 PHASES = """
 name: "phases"
 layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }

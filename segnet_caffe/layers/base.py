@@ -29,6 +29,10 @@ class BaseLayer:
     low_precision = True
     # Caffe accumulates parameter diffs across backward calls; the SegNet BN layer overwrites them.
     accumulates_param_diffs = True
+    # Whether the layer's backward reads its own top. When it does not, a next layer that works
+    # in place on that top in the prototxt and has an in_place_activation overwrites it, as
+    # Caffe's in-place layers do, instead of writing a new map.
+    backward_reads_top = True
 
     def __init__(self, param, phase):
         self.param = param
@@ -98,10 +102,16 @@ class BaseLayer:
         return None
 
     def in_place_activation(self):
-        """A function that computes the layer's top from its bottom in place, when the layer is
-        elementwise and may run in place on a convolution's fresh output (Net.fold_bn); None
-        otherwise."""
+        """A function that computes the layer's top from its bottom over the bottom's memory
+        (differentiable: autograd gets the gradient from the top alone), when the layer is
+        elementwise; None otherwise. The Net uses it on a convolution's fresh output folded
+        with fold_bn, and on a top that the layer before has no further use for."""
         return None
+
+    def forward_over_bottom(self, bottoms):
+        """forward, computed over bottom 0's memory by in_place_activation (the Net calls it
+        where Net._may_overwrite allows)."""
+        return [self.in_place_activation()(bottoms[0])]
 
     def allow_force_backward(self, bottom_index):
         """Whether force_backward may ask for this bottom's gradient (not for loss labels)."""

@@ -17,6 +17,8 @@ class BatchNormLayer(BaseLayer):
     Backward: batch stats: dx = (dy - mean(dy) - y * mean(dy * y)) / sqrt(var + eps); global stats: dx = dy / sqrt(var + eps).
     """
 
+    backward_reads_top = False
+
     def setup(self, bottom_shapes):
         p = self.param.batch_norm_param
         self.use_global_stats = (p.use_global_stats if p.HasField("use_global_stats")

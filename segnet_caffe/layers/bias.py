@@ -13,6 +13,8 @@ class BiasLayer(BaseLayer):
     Backward: dx = dy; db = sum over the broadcast axes of dy.
     """
 
+    backward_reads_top = False
+
     bottom_count = (1, 2)
 
     def setup(self, bottom_shapes):

@@ -23,6 +23,8 @@ class BNLayer(BaseLayer):
     Backward: LEARN: dx = scale / sqrt(var + eps) * (dy - mean(dy) - x_norm * mean(dy * x_norm)), dscale = sum(dy * x_norm), dshift = sum(dy); INFERENCE: dx = scale * dy, dscale = sum(dy * x); the diffs of the mu/var tops are ignored and parameter diffs are overwritten, not accumulated.
     """
 
+    backward_reads_top = False
+
     top_count = (1, 3)
     # BNLayer::Backward_cpu writes scale_diff / shift_diff with beta 0: each backward overwrites.
     accumulates_param_diffs = False

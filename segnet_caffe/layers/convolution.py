@@ -103,6 +103,8 @@ class ConvolutionBase(BaseLayer):
     As Caffe's BaseConvolutionLayer, every bottom gets its own top, all with the same filters.
     """
 
+    backward_reads_top = False
+
     bottom_count = (1, None)
     top_count = (1, None)
 

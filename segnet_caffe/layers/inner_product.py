@@ -17,6 +17,8 @@ class InnerProductLayer(BaseLayer):
     Backward: dx = dy @ W (dy @ W^T with transpose); dW = dy^T @ x (x^T @ dy with transpose); db = sum of dy over the M rows.
     """
 
+    backward_reads_top = False
+
     def setup(self, bottom_shapes):
         p = self.param.inner_product_param
         if p.num_output <= 0:

@@ -31,6 +31,8 @@ class PoolingLayer(BaseLayer):
     Backward: MAX: dx[mask] += dy; AVE: each input of the clipped window gets dy / that same divisor; the mask top gets no gradient.
     """
 
+    backward_reads_top = False
+
     top_count = (1, 2)
 
     def setup(self, bottom_shapes):

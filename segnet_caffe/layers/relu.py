@@ -1,4 +1,5 @@
 """ReLU: rectified linear unit, leaky when negative_slope is set."""
+import torch
 import torch.nn.functional as F
 
 from . import register_layer
@@ -10,8 +11,8 @@ class ReLULayer(NeuronLayer):
     """Rectified linear unit.
 
     Parameters: relu_param.negative_slope (default 0).
-    Forward: y = x if x > 0 else negative_slope * x.
-    Backward: dx = dy if x > 0 else negative_slope * dy (x = 0 takes the negative_slope side).
+    Forward: y = x if x > 0 else negative_slope * x; in place over the bottom when the prototxt says so and the layer before does not need its top for backward.
+    Backward: dx = dy if x > 0 else negative_slope * dy (x = 0 takes the slope side); in place, y > 0 stands for x > 0, as Caffe's in-place ReLU reads its top.
     """
 
     def setup(self, bottom_shapes):
@@ -24,6 +25,27 @@ class ReLULayer(NeuronLayer):
         return F.leaky_relu(x, self.negative_slope)
 
     def in_place_activation(self):
-        if self.negative_slope == 0:
-            return F.relu_
-        return lambda x: F.leaky_relu_(x, self.negative_slope)
+        return lambda x: _ReLUOverInput.apply(x, self.negative_slope)
+
+
+class _ReLUOverInput(torch.autograd.Function):
+    """ReLU written over its input's memory (which the caller no longer needs), with the gradient
+    taken from the output's sign: no new map in forward, nothing but the output kept."""
+
+    @staticmethod
+    def forward(ctx, x, negative_slope):
+        y = x.detach()  # the same memory; x itself may be an autograd leaf
+        if negative_slope == 0:
+            F.relu_(y)
+        else:
+            F.leaky_relu_(y, negative_slope)
+        ctx.negative_slope = negative_slope
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        y, = ctx.saved_tensors
+        if ctx.negative_slope == 0:
+            return torch.ops.aten.threshold_backward(dy, y, 0), None
+        return torch.ops.aten.leaky_relu_backward(dy, y, ctx.negative_slope, True), None

@@ -16,6 +16,8 @@ class ScaleLayer(BaseLayer):
     Backward: dx = dy * s; ds = sum over the broadcast axes of dy * x; db = sum of dy.
     """
 
+    backward_reads_top = False
+
     bottom_count = (1, 2)
 
     def setup(self, bottom_shapes):

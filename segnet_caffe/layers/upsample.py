@@ -18,6 +18,8 @@ class UpsampleLayer(BaseLayer):
     Backward: dbottom[n, c, i] = dtop[n, c].flat[mask[n, c, i]]; the mask gets no gradient.
     """
 
+    backward_reads_top = False
+
     bottom_count = (2, 2)
 
     def setup(self, bottom_shapes):
