@@ -8,6 +8,14 @@ SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 @pytest.fixture(autouse=True)
+def seeded_fillers():
+    """Every test starts from the same torch seed: torch seeds its generator at random in each
+    process, and a test's random weights (unseeded fillers) must not decide whether it passes."""
+    import torch
+    torch.manual_seed(1)
+
+
+@pytest.fixture(autouse=True)
 def no_decode_outlives_its_test():
     """Data layers decode their next batch in a background thread (mode.set_data_prefetch). A
     decode still running when a test ends would read the next test's files (list files name

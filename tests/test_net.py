@@ -60,6 +60,13 @@ layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "y"
 """
 
 
+def positive_relu_input(net):
+    """Make "ip"'s outputs for an input of ones positive (the random weights could make them all
+    negative, and the ReLU would pass no gradient to "ip2"'s weights)."""
+    weights = net.params["ip"][0]
+    weights.data[...] = np.abs(weights.data) + 0.1
+
+
 def test_in_place_blob_holds_output_and_bottom_diff():
     net = net_from_text(IN_PLACE)
     x = np.random.RandomState(2).randn(1, 6).astype(np.float32)
@@ -181,6 +188,7 @@ def test_propagate_down_false_leaves_bottom_diff_untouched():
                             'layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "y" '
                             'propagate_down: false loss_weight: 1')
     net = net_from_text(text.replace("force_backward: true", ""))
+    positive_relu_input(net)
     net.forward(x=np.ones((1, 6), np.float32))
     net.backward(y=np.ones((1, 2), np.float32))
     assert not net.blobs["h"].diff.any()
@@ -224,6 +232,7 @@ def test_lr_mult_zero_computes_no_parameter_diff():
                             'top: "h" param { lr_mult: 0 } param { lr_mult: 0 }\n  inner_product_param { num_output: 5')
     text = text.replace('bottom: "h" top: "y"', 'bottom: "h" top: "y" loss_weight: 1')
     net = net_from_text(text.replace("force_backward: true", ""))
+    positive_relu_input(net)
     net.forward(x=np.ones((1, 6), np.float32))
     net.backward(y=np.ones((1, 2), np.float32))
     assert not net.params["ip"][0].diff.any()
