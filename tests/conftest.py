@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 # The real-data folder sits beside the repository root (../shared); it is not part of the project.
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
@@ -11,7 +12,6 @@ SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 def seeded_fillers():
     """Every test starts from the same torch seed: torch seeds its generator at random in each
     process, and a test's random weights (unseeded fillers) must not decide whether it passes."""
-    import torch
     torch.manual_seed(1)
 
 

@@ -70,14 +70,15 @@ def _unpool(values, offsets, kernel, size):
     memory format of `values`. Each offset's view of the windows is written once (no zero fill
     first, no int64 indices); ceil-mode maps are cropped from the windows' whole extent."""
     n, c, h, w = values.shape
+    layout = _memory_format(values)
     whole = torch.empty((n, c, h * kernel[0], w * kernel[1]), dtype=values.dtype,
-                        device=values.device, memory_format=_memory_format(values))
+                        device=values.device, memory_format=layout)
     zero = values.new_zeros(())
     for k, view in enumerate(_window_views(whole, kernel)):
         torch.where(offsets == k, values, zero, out=view)
     if tuple(whole.shape[2:]) == tuple(size):
         return whole
-    return whole[:, :, :size[0], :size[1]].contiguous(memory_format=_memory_format(values))
+    return whole[:, :, :size[0], :size[1]].contiguous(memory_format=layout)
 
 
 def _gather(grad, offsets, kernel):
@@ -99,7 +100,7 @@ class Unpool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, values, offsets, kernel, size):
-        ctx.kernel, ctx.size = kernel, tuple(size)
+        ctx.kernel = kernel
         ctx.save_for_backward(offsets)
         return _unpool(values, offsets, kernel, size)
 
