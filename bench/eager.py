@@ -6,7 +6,7 @@ generated prototxt/ nets, so that a timing ratio engine / eager measures only wh
 layer machinery costs. `load_engine_weights` copies an engine Net's parameters in by layer name
 (tests/test_bench.py checks that both then compute the same forward).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -172,6 +172,11 @@ def fuse_bn(model):
     return model
 
 
+# PyTorch (c10's alloc_cpu, Linux) aligns CPU allocations of 2 MiB and more to 2 MiB and
+# madvises them MADV_HUGEPAGE when this is set before the process's first tensor allocation.
+TRANSPARENT_HUGE_PAGES = {"THP_MEM_ALLOC_ENABLE": "1"}
+
+
 @dataclass(frozen=True)
 class EagerVariant:
     """One way a user would run the hand-written module."""
@@ -180,12 +185,16 @@ class EagerVariant:
     fuse_bn: bool = False
     compile: bool = False
     kinds: tuple = ("inference", "train")
+    environment: dict = field(default_factory=dict)  # as bench/variants.py's Variant
 
 
 VARIANTS = {
     "eager": EagerVariant("hand-written nn.Module, float32 NCHW"),
     "eager_channels_last": EagerVariant("the same, model and input in channels_last",
                                         channels_last=True),
+    "eager_channels_last_thp": EagerVariant("the same with transparent huge pages "
+                                            "(THP_MEM_ALLOC_ENABLE=1)", channels_last=True,
+                                            environment=TRANSPARENT_HUGE_PAGES),
     "eager_fused_channels_last": EagerVariant("channels_last with BN folded into the convolutions "
                                               "(torch.nn.utils.fusion.fuse_conv_bn_eval)",
                                               channels_last=True, fuse_bn=True,

@@ -176,7 +176,8 @@ def run_case(family, variant, kinds, net_names, device, settings, workdir, timeo
     try:
         done = subprocess.run([sys.executable, str(MEASURE), str(case_path), str(result_path)],
                               capture_output=True, text=True, timeout=timeout,
-                              env=_child_environment(settings.get("threads")))
+                              env=_child_environment(settings.get("threads"),
+                                                     variant_environment(family, variant)))
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     if done.returncode != 0:
@@ -187,8 +188,22 @@ def run_case(family, variant, kinds, net_names, device, settings, workdir, timeo
     return result
 
 
-def _child_environment(threads):
+def variant_environment(family, variant):
+    """The environment variables a variant sets in its measuring process (none for a name
+    bench/ does not know: that process reports it)."""
+    table = variants.by_name() if family == "engine" else eager.VARIANTS
+    return table[variant].environment if variant in table else {}
+
+
+def _child_environment(threads, environment):
+    """This process's environment with the variant's variables; a variable that another
+    variant sets is removed, so each row is measured with only its own settings."""
     env = dict(os.environ)
+    for table in (variants.by_name(), eager.VARIANTS):
+        for other in table.values():
+            for name in other.environment:
+                env.pop(name, None)
+    env.update(environment)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)  # OpenMP reads it at start; torch follows it
     return env

@@ -13,14 +13,19 @@ Hooks (all optional), called in the measuring process:
   it is called on the solver's training net.
 - `edit_solver(solver_param)`: on the SolverParameter before the Solver is built (e.g. a
   solver flag for bf16 autocast).
+`environment` holds variables set in the measuring process's environment before it starts
+(switches read once, at the first allocation or at start-up, such as PyTorch's
+THP_MEM_ALLOC_ENABLE); a variable that some variant sets is absent for the variants that do not.
 `kinds` says which measurements the variant applies to: "inference" (forward of the
 *_inference.prototxt net), "train" (solver iterations of the *_train.prototxt net) and "data"
 (DenseImageData images/s and the data wait inside a training step).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from segnet_caffe import mode
+
+from bench.eager import TRANSPARENT_HUGE_PAGES
 
 KINDS = ("inference", "train", "data")
 
@@ -34,6 +39,7 @@ class Variant:
     prepare_net: Optional[Callable[[object], None]] = None
     edit_solver: Optional[Callable[[object], None]] = None
     kinds: tuple = KINDS
+    environment: dict = field(default_factory=dict)
 
 
 VARIANTS = [
@@ -45,6 +51,10 @@ VARIANTS = [
     Variant("fold_bn_channels_last", "BN folded and NHWC convolutions",
             enable=lambda: mode.set_channels_last(True),
             prepare_net=lambda net: net.fold_bn(), kinds=("inference",)),
+    Variant("channels_last_thp", "NHWC convolutions, PyTorch's CPU allocator backing tensors "
+            "of 2 MiB and more with transparent huge pages (THP_MEM_ALLOC_ENABLE=1)",
+            enable=lambda: mode.set_channels_last(True), kinds=("inference", "train"),
+            environment=TRANSPARENT_HUGE_PAGES),
     Variant("int64_masks", "max-pooling masks as PyTorch's int64 indices instead of one byte "
             "per pooled element (mode.set_compact_masks(False)): the memory comparison",
             enable=lambda: mode.set_compact_masks(False), kinds=("inference", "train")),

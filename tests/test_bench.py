@@ -91,6 +91,16 @@ def test_variant_names_are_unique_and_kinds_known(monkeypatch):
         variants.by_name()
 
 
+def test_each_measuring_process_gets_only_its_variants_environment(monkeypatch):
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")  # set where the harness was started
+    for family, variant in (("engine", "channels_last"), ("eager", "eager_channels_last")):
+        env = run._child_environment(2, run.variant_environment(family, variant))
+        assert "THP_MEM_ALLOC_ENABLE" not in env and env["OMP_NUM_THREADS"] == "2"
+    for family, variant in (("engine", "channels_last_thp"), ("eager", "eager_channels_last_thp")):
+        env = run._child_environment(None, run.variant_environment(family, variant))
+        assert env["THP_MEM_ALLOC_ENABLE"] == "1"
+
+
 def test_ratios_compare_each_engine_variant_with_the_fastest_eager_one():
     def entry(family, inference_ms, train_ms):
         return {"family": family,
