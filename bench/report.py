@@ -35,7 +35,11 @@ def header(results):
                 f" (incomplete: {results['cases_done']} of {results['cases_planned']} "
                 "measuring processes done)."),
              f"Command: `{results['command']}` at commit {results['source']}"
-             + (" (quick: tiny sizes, numbers meaningless)" if results["quick"] else "")]
+             + (" (quick: tiny sizes, numbers meaningless)" if results["quick"] else "")
+             + (f"; ratios recomputed by `{results['rescored']['command']}` at commit "
+                f"{results['rescored']['source']}" if "rescored" in results else "")
+             + ". Engine / best eager ratios compare variants measured in the same process "
+             "environment."]
     s = results["settings"]
     lines.append(f"Medians of {s['reps_batch1']} runs after {s['warmup']} warm-up run(s) at "
                  f"batch 1, of {s['reps_batched']} runs after {s['warmup_batched']} at larger "

@@ -28,7 +28,7 @@ from segnet_caffe.datasets import make_squares  # noqa: E402
 
 from bench import eager, nets, report, variants  # noqa: E402
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: best_eager per process environment
 MEASURE = Path(__file__).resolve().with_name("measure.py")
 CAMVID = nets.REPO.parent / "shared" / "data" / "camvid"
 
@@ -229,28 +229,39 @@ def assemble(outcomes, net_names):
     return per_net, data, errors
 
 
+def environment_label(family, variant):
+    """The variables a variant sets in its measuring process as "NAME=value ...", or "default"."""
+    environment = variant_environment(family, variant)
+    return " ".join(f"{name}={value}" for name, value in sorted(environment.items())) or "default"
+
+
 def ratios(per_net, anchors_apply):
-    """Engine / best eager time ratios (below 1: the engine is faster) and speed-ups over real
-    Caffe's anchors (above 1: faster than Caffe)."""
+    """Engine / best eager time ratios (below 1: the engine is faster), each engine variant
+    against the eager variants measured in the same process environment (an allocator switch
+    speeds both families), and speed-ups over real Caffe's anchors (above 1: faster than Caffe)."""
     out = {}
     figures = {"inference_batch1": ("inference", lambda f: f["batch1"]["ms"]),
                "inference_best_batch": ("inference", lambda f: 1e3 / f["best"]["images_per_s"]),
                "train_batch1": ("train", lambda f: f["batch1"]["ms"]),
                "train_prototxt_batch": ("train", lambda f: f["prototxt_batch"]["ms"])}
     for net, entries in per_net.items():
-        eager_best = {}
-        for key, (kind, value) in figures.items():
-            times = [value(e[kind]) for e in entries.values() if e["family"] == "eager" and kind in e]
-            if times:
-                eager_best[key] = min(times)
+        eager_best = {}  # {environment label: {figure: fastest eager time}}
+        for variant, entry in entries.items():
+            if entry["family"] != "eager":
+                continue
+            best = eager_best.setdefault(environment_label("eager", variant), {})
+            for key, (kind, value) in figures.items():
+                if kind in entry:
+                    best[key] = min(best.get(key, float("inf")), value(entry[kind]))
         net_ratios = {}
         for variant, entry in entries.items():
             if entry["family"] != "engine":
                 continue
+            best = eager_best.get(environment_label("engine", variant), {})
             r = {}
             for key, (kind, value) in figures.items():
-                if kind in entry and key in eager_best:
-                    r[f"{key}_vs_best_eager"] = value(entry[kind]) / eager_best[key]
+                if kind in entry and key in best:
+                    r[f"{key}_vs_best_eager"] = value(entry[kind]) / best[key]
             anchor = CAFFE_ANCHORS.get(net)
             if anchors_apply and anchor:
                 if "inference" in entry:
@@ -293,6 +304,9 @@ def parse_args(argv):
                              "per core; with --quick 1, which stays fast on a busy machine)")
     parser.add_argument("--out", default=str(nets.REPO / "bench" / "results"),
                         help="folder for <device>.json and <device>.md (bench/results)")
+    parser.add_argument("--rescore", metavar="RESULTS_JSON",
+                        help="measure nothing: recompute an earlier run's ratios and table "
+                             "with this checkout's rules, written to --out")
     parser.add_argument("--case-timeout", type=int, default=1800,
                         help="seconds one measuring process may take (1800)")
     args = parser.parse_args(argv)
@@ -306,6 +320,8 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.rescore:
+        return rescore(args.rescore, args.out, " ".join(["python", "bench/run.py"] + argv))
     started = time.perf_counter()
     settings = dict(SETTINGS["quick" if args.quick else args.device])
     settings["train_batches"] = {net: nets.prototxt_batch(net) for net in args.nets}
@@ -350,9 +366,24 @@ def write_results(results, outcomes, settings, args, started):
                    wall_s=time.perf_counter() - started,
                    cases_done=len(outcomes), cases_planned=len(plan_cases(args, settings)))
     results["settings"]["sizes"] = {net: list(settings["sizes"][net]) for net in args.nets}
-    out = Path(args.out)
+    return write_files(results, args.out)
+
+
+def rescore(path, out, command):
+    """Recompute the ratios and the table of a results file (measures nothing); 0."""
+    results = json.loads(Path(path).read_text())
+    results["ratios"] = ratios(results["nets"], results["device"] == "cpu" and not results["quick"])
+    results["schema"] = SCHEMA_VERSION
+    results["rescored"] = {"command": command, "source": source_version()}
+    print(write_files(results, out))
+    return 0
+
+
+def write_files(results, out):
+    """Write `results` as <out>/<device>[_quick].json and .md; returns the Markdown."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.device}_quick" if args.quick else args.device
+    stem = f"{results['device']}_quick" if results["quick"] else results["device"]
     results["files"] = [str(out / f"{stem}.json"), str(out / f"{stem}.md")]
     table = report.markdown(results)
     io.atomic_write_bytes(results["files"][0], json.dumps(results, indent=1).encode())

@@ -111,7 +111,7 @@ def test_ratios_compare_each_engine_variant_with_the_fastest_eager_one():
                                 "eager": entry("eager", 900.0, 2500.0),
                                 "eager_channels_last": entry("eager", 500.0, 1600.0)}}
     result = run.ratios(per_net, anchors_apply=True)["segnet_basic"]
-    assert result["best_eager"]["inference_batch1"] == 500.0
+    assert result["best_eager"]["default"]["inference_batch1"] == 500.0
     engine = result["engine"]["engine"]
     assert engine["inference_batch1_vs_best_eager"] == pytest.approx(600 / 500)
     assert engine["train_batch1_vs_best_eager"] == pytest.approx(2000 / 1600)
@@ -120,6 +120,22 @@ def test_ratios_compare_each_engine_variant_with_the_fastest_eager_one():
     assert engine["train_speedup_vs_caffe"] == pytest.approx(4916 / 2000)
     assert engine["train_peak_memory_vs_caffe"] == pytest.approx(0.5)
     assert "eager" not in result["engine"]
+
+
+def test_ratios_compare_variants_measured_in_the_same_environment():
+    """An allocator switch speeds both families: a transparent-huge-pages engine row is read
+    against the eager rows measured with it, the others against those measured without."""
+    def entry(family, train_ms):
+        return {"family": family, "train": {"batch1": {"ms": train_ms, "peak_memory_mib": 1.0},
+                                            "prototxt_batch": {"ms": train_ms}}}
+    per_net = {"segnet": {"channels_last": entry("engine", 1000.0),
+                          "channels_last_thp": entry("engine", 900.0),
+                          "eager_channels_last": entry("eager", 1000.0),
+                          "eager_channels_last_thp": entry("eager", 800.0)}}
+    result = run.ratios(per_net, anchors_apply=False)["segnet"]
+    assert set(result["best_eager"]) == {"default", "THP_MEM_ALLOC_ENABLE=1"}
+    assert result["engine"]["channels_last"]["train_batch1_vs_best_eager"] == 1.0
+    assert result["engine"]["channels_last_thp"]["train_batch1_vs_best_eager"] == 900 / 800
 
 
 def _run_quick(tmp_path, *extra):
@@ -202,3 +218,17 @@ def test_a_failing_case_is_reported_not_fatal(tmp_path):
                                          ["segnet_squares"]), result)], ["segnet_squares"])
     assert per_net == {"segnet_squares": {}}
     assert errors[0]["variant"] == "no_such_variant"
+
+
+def test_rescore_recomputes_the_ratios_of_a_results_file(tmp_path):
+    """`--rescore` rewrites an earlier run's ratios and table without measuring."""
+    results = json.loads((REPO / "bench" / "results" / "cpu.json").read_text())
+    results["ratios"] = {}
+    (tmp_path / "old.json").write_text(json.dumps(results))
+    assert run.main(["--rescore", str(tmp_path / "old.json"), "--out", str(tmp_path / "new")]) == 0
+    rescored = json.loads((tmp_path / "new" / "cpu.json").read_text())
+    assert rescored["ratios"] == run.ratios(results["nets"], anchors_apply=True)
+    assert rescored["ratios"]["segnet"]["engine"]["channels_last"]["train_batch1_vs_best_eager"] > 0
+    assert rescored["schema"] == run.SCHEMA_VERSION and rescored["nets"] == results["nets"]
+    table = (tmp_path / "new" / "cpu.md").read_text()
+    assert "ratios recomputed by `python bench/run.py --rescore" in table
