@@ -133,4 +133,3 @@ def test_unpooling_and_its_gather_by_offsets_are_max_unpool2ds(kernel, size, mem
     grad = torch.randn(2, 3, *size, generator=generator).contiguous(memory_format=memory_format)
     picked = grad.flatten(2).gather(2, index.flatten(2)).view_as(index)
     assert torch.equal(_gather(grad, offsets, kernel), picked)
-
