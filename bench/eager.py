@@ -91,6 +91,10 @@ class SegNet(nn.Module):
         self.classifier.caffe_name = "conv1_1_D" if arch.vgg_names else "conv_classifier"
 
     def forward(self, x):
+        return self.decode(*self.encode(x))
+
+    def encode(self, x):
+        """The encoder's output and, per pooling (input side first), its indices and input size."""
         if self.arch.mvn:
             x = x - x.mean((2, 3), keepdim=True)
             x = x / (x.square().mean((2, 3), keepdim=True).sqrt() + 1e-9)
@@ -102,6 +106,10 @@ class SegNet(nn.Module):
             size = x.shape[2:]
             x, indices = F.max_pool2d(x, 2, 2, ceil_mode=True, return_indices=True)
             pooled.append((indices, size))
+        return x, pooled
+
+    def decode(self, x, pooled):
+        """The class scores from the encoder's output and its poolings (as encode gives them)."""
         for decoder, (indices, size) in zip(self.decoders, reversed(pooled)):
             x = F.max_unpool2d(x, indices, 2, 2, output_size=size)
             x = decoder(x)

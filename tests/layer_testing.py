@@ -1,4 +1,5 @@
 """Helpers for layer tests: build one-layer nets from prototxt text, check gradients numerically."""
+import numpy as np
 import torch
 
 from segnet_caffe import io
@@ -48,3 +49,54 @@ def check_layer_gradients(layer, bottoms, check_params=True, check_bottoms=None,
     finally:
         for blob, value in zip(layer.blobs, saved):
             blob.set_tensor(value)
+
+
+def pooling_masks(net):
+    """{mask top: Caffe mask values} of every MAX Pooling layer of `net` that has a mask top."""
+    return {tops[1]: net.blobs[tops[1]].data.copy() for name, tops in net.top_names.items()
+            if net.layer_dict[name].type == "Pooling" and len(tops) == 2}
+
+
+def forward_adopting_ties(net, masks, rtol, atol):
+    """Run `net` forward one pooling at a time, taking each pooling's choice of maximum from
+    `masks` ({mask top: Caffe mask values}, another kernel path's choices) wherever the two
+    paths chose differently inside a window whose two candidates tie in `net` (differ by at
+    most atol + rtol * |value|). Two kernel paths that round differently may break such a
+    near-tie either way, and one flipped index moves a value a pixel away, so comparing the
+    paths' outputs is only meaningful once both made the same choices. A different choice
+    between candidates that do not tie is a real error and fails. Returns the count adopted."""
+    names = list(net.layer_dict)
+    adopted, start = 0, 0
+    for i, name in enumerate(names):
+        tops = net.top_names[name]
+        pooled_with_mask = net.layer_dict[name].type == "Pooling" and len(tops) == 2
+        if not pooled_with_mask and i < len(names) - 1:
+            continue
+        net.forward(start=names[start], end=name)
+        start = i + 1
+        if pooled_with_mask:
+            adopted += _adopt_ties(net, net.bottom_names[name][0], tops[1], masks[tops[1]],
+                                   rtol, atol)
+    return adopted
+
+
+def _adopt_ties(net, bottom, mask_top, theirs, rtol, atol):
+    """Replace the pooling mask `mask_top` of `net` by `theirs` after checking that every index
+    they differ at picks a value tied with the one `net` picked (see forward_adopting_ties)."""
+    ours = net.blobs[mask_top].data.copy()
+    differ = ours != theirs
+    if not differ.any():
+        return 0
+    planes = net.blobs[bottom].data.reshape(ours.shape[0], ours.shape[1], -1)
+    rows = np.nonzero(differ)
+    picked = planes[rows[0], rows[1], ours[differ].astype(np.int64)]
+    other = planes[rows[0], rows[1], theirs[differ].astype(np.int64)]
+    gap = np.abs(picked - other)
+    allowed = atol + rtol * np.abs(picked)
+    worst = int(np.argmax(gap - allowed))
+    assert gap[worst] <= allowed[worst], (
+        f"{mask_top}: the other path's maximum {other[worst]} at index "
+        f"{int(theirs[differ][worst])} is not tied with this one's {picked[worst]} at index "
+        f"{int(ours[differ][worst])}")
+    net.blobs[mask_top].data[...] = theirs
+    return int(differ.sum())
