@@ -21,14 +21,21 @@ def _load(values):
     return " / ".join(f"{v:.2f}" for v in values)
 
 
+def _bfloat16_peak(gflops):
+    if gflops is None:
+        return ("bfloat16 not measured: no native bfloat16 on this device, so the bfloat16 "
+                "variants are not measured either (--bf16 computes in float32 here).")
+    return f"{gflops:.0f} GFLOP/s bfloat16."
+
+
 def header(results):
     m = results["machine"]
     lines = [f"Date {results['date']}; device {results['device']}"
              + (f" ({m['gpu']})" if m.get("gpu") else "")
-             + f"; {m['cpu_model']}, {m['cpu_count']} cores; torch {m['torch']}, "
+             + f"; {m.get('cpu', m['cpu_model'])}, {m['cpu_count']} cores; torch {m['torch']}, "
              f"{m['torch_threads']} threads; measured matmul peak "
              f"{m['matmul_peak_gflops']['float32']:.0f} GFLOP/s float32, "
-             f"{m['matmul_peak_gflops']['bfloat16']:.0f} GFLOP/s bfloat16.",
+             + _bfloat16_peak(m['matmul_peak_gflops']['bfloat16']),
              f"Load average (1/5/15 min) {_load(results['load_average_start'])} at the start, "
              f"{_load(results['load_average_end'])} at the end; {results['wall_s']:.0f} s in all"
              + ("." if results["cases_done"] == results["cases_planned"] else
@@ -93,7 +100,8 @@ def flops_table(results):
             train = _get(entry, "train", "best", "images_per_s")
             achieved = [None if v is None else v * flops[k] / 1e9
                         for v, k in ((inference, "forward"), (train, "train"))]
-            fractions = [f"{a / peak['float32']:.0%} / {a / peak['bfloat16']:.0%}"
+            fractions = [f"{a / peak['float32']:.0%} / " + (f"{a / peak['bfloat16']:.0%}" if
+                                                          peak["bfloat16"] else "-")
                          if a is not None else "" for a in achieved]
             batches = [_get(entry, kind, "best", "batch") for kind in ("inference", "train")]
             cells = [f"{a:,.0f} @ {b}" if a is not None else "" for a, b in zip(achieved, batches)]

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segnet_caffe import io  # noqa: E402
+from segnet_caffe import hardware, io  # noqa: E402
 from segnet_caffe.datasets import make_squares  # noqa: E402
 
 from bench import eager, nets, report, variants  # noqa: E402
@@ -67,16 +67,6 @@ SETTINGS = {
 
 
 # ----- machine -----------------------------------------------------------------------------------
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def matmul_peak_gflops(device, dtype, n):
     """The best of 5 timed n x n matrix products (after 2 warm-ups) in GFLOP/s: what this
     machine's BLAS reaches, the ceiling for convolution-bound nets."""
@@ -106,15 +96,19 @@ def source_version():
 
 
 def machine(device):
-    info = {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+    info = {"cpu_model": hardware.model(), "cpu": hardware.describe(),
+            "cpu_features": hardware.features(), "cpu_kernels": hardware.kernels(),
+            "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
             "torch_interop_threads": torch.get_num_interop_threads(), "gpu": None}
     n = 2048 if device == "cpu" else 8192
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
-    info["matmul_peak_gflops"] = {name: matmul_peak_gflops(device, dtype, n) for name, dtype
-                                  in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+    info["matmul_peak_gflops"] = {"float32": matmul_peak_gflops(device, torch.float32, n),
+                                  "bfloat16": None}
+    if computes_bfloat16(device):
+        info["matmul_peak_gflops"]["bfloat16"] = matmul_peak_gflops(device, torch.bfloat16, n)
     return info
 
 
@@ -137,6 +131,12 @@ def flops_per_image(net_name, size):
     return counts
 
 
+def computes_bfloat16(device):
+    """Whether `device` computes bfloat16 natively: where it does not (a CPU without
+    AVX512_BF16 / AMX), bfloat16 figures are not measured, only said to be absent."""
+    return device != "cpu" or hardware.native_bfloat16()
+
+
 # ----- cases -------------------------------------------------------------------------------------
 def plan_cases(args, settings):
     """[(family, variant, kinds, nets)]: the data cases (short) first, then net by net in the
@@ -145,7 +145,8 @@ def plan_cases(args, settings):
     engine = variants.by_name()
     if "engine" not in engine:
         raise SystemExit('bench/variants.py: the plain "engine" variant is missing')
-    families = [("engine", name, v.kinds) for name, v in engine.items()]
+    families = [("engine", name, v.kinds) for name, v in engine.items()
+                if computes_bfloat16(args.device) or not v.bfloat16]
     families += [("eager", name, v.kinds) for name, v in eager.VARIANTS.items()]
     if args.variants:
         known = {name for _, name, _ in families}

@@ -16,6 +16,9 @@ Hooks (all optional), called in the measuring process:
 `environment` holds variables set in the measuring process's environment before it starts
 (switches read once, at the first allocation or at start-up, such as PyTorch's
 THP_MEM_ALLOC_ENABLE); a variable that some variant sets is absent for the variants that do not.
+`bfloat16` marks a variant that computes in bfloat16: the harness measures it only on a device
+that computes bfloat16 natively (a GPU, or a CPU with AVX512_BF16 / AMX), since elsewhere
+`mode.set_bf16` computes in float32 (PyTorch's fallback there is hundreds of times slower).
 `kinds` says which measurements the variant applies to: "inference" (forward of the
 *_inference.prototxt net), "train" (solver iterations of the *_train.prototxt net) and "data"
 (DenseImageData images/s and the data wait inside a training step).
@@ -40,6 +43,7 @@ class Variant:
     edit_solver: Optional[Callable[[object], None]] = None
     kinds: tuple = KINDS
     environment: dict = field(default_factory=dict)
+    bfloat16: bool = False
 
 
 VARIANTS = [
@@ -62,10 +66,10 @@ VARIANTS = [
             "background thread (mode.set_data_prefetch(False))",
             enable=lambda: mode.set_data_prefetch(False), kinds=("data",)),
     Variant("bf16", "bfloat16 autocast, float32 master weights (mode.set_bf16, --bf16)",
-            enable=lambda: mode.set_bf16(True), kinds=("inference", "train")),
+            enable=lambda: mode.set_bf16(True), kinds=("inference", "train"), bfloat16=True),
     Variant("bf16_channels_last", "bfloat16 autocast and NHWC convolutions",
             enable=lambda: (mode.set_bf16(True), mode.set_channels_last(True)),
-            kinds=("inference", "train")),
+            kinds=("inference", "train"), bfloat16=True),
 ]
 
 

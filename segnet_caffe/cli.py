@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from . import distributed, mode
+from . import distributed, hardware, mode
 from .errors import CaffeError
 from .logs import add_log_file, get_logger
 
@@ -233,6 +233,7 @@ def cmd_time(args):
 def cmd_device_query(args):
     log = get_logger()
     log.info(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    log.info(f"CPU: {hardware.describe()}")
     if not torch.cuda.is_available():
         log.info("No CUDA device is available: the CPU is used.")
         return 0 if not args.gpu else 1

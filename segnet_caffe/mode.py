@@ -1,11 +1,13 @@
 """Where computation runs and how it is seeded: Caffe's global mode (CPU/GPU), device id and random seed."""
 import torch
 
+from . import hardware
 from .errors import CaffeError
+from .logs import get_logger
 
 _state = {"mode": "cpu", "device_id": 0, "caffe_accumulation": False, "channels_last": False,
           "compact_masks": True, "data_prefetch": True,
-          "bf16": False}
+          "bf16": False, "bf16_without_native_support": False, "bf16_declined": False}
 
 
 def set_mode_cpu():
@@ -105,14 +107,35 @@ def data_prefetch():
     return _state["data_prefetch"]
 
 
-def set_bf16(enabled):
+def set_bf16(enabled, without_native_support=False):
     """Run layer forwards (and so their backwards) under bfloat16 autocast: convolutions and
     matrix products in bfloat16, the parameters, their diffs and the solver's update in float32
     (master weights), loss and accuracy layers in float32. Opt-in: about 3 significant digits
-    in the activations; blobs of bfloat16 tops read as float32 numpy copies."""
+    in the activations; blobs of bfloat16 tops read as float32 numpy copies.
+
+    On a CPU without native bfloat16 (no AVX512_BF16 or AMX: hardware.native_bfloat16) nets
+    compute in float32 instead, with one warning: PyTorch's fallback kernels there are hundreds
+    of times slower than float32. `without_native_support=True` runs bfloat16 anyway (to check
+    its accuracy on such a machine)."""
     _state["bf16"] = bool(enabled)
+    _state["bf16_without_native_support"] = bool(without_native_support)
 
 
-def bf16():
-    """Whether set_bf16(True) is in force."""
-    return _state["bf16"]
+def bf16(for_device=None):
+    """Whether forwards on `for_device` (by default the current mode's device) run under bfloat16 autocast:
+    set_bf16(True) is in force and the device computes bfloat16 natively (a CUDA GPU, or a CPU
+    with AVX512_BF16 / AMX), or set_bf16 was told to run it without."""
+    if not _state["bf16"]:
+        return False
+    target = torch.device(for_device) if for_device is not None else device()
+    if target.type != "cpu" or _state["bf16_without_native_support"]:
+        return True
+    if hardware.native_bfloat16():
+        return True
+    if not _state["bf16_declined"]:
+        _state["bf16_declined"] = True
+        get_logger().warning(
+            f"bfloat16 asked for (--bf16 / set_bf16) but this CPU has no native bfloat16 "
+            f"(AVX512_BF16 or AMX): {hardware.describe()}; PyTorch's fallback would run "
+            f"hundreds of times slower than float32, so nets compute in float32")
+    return False

@@ -535,7 +535,7 @@ class Net:
         bfloat16 autocast when mode.set_bf16 is on (layers that keep float32, losses and scores,
         get float32 bottoms instead)."""
         forward = layer.forward_over_bottom if overwrite else layer.forward
-        if not mode.bf16():
+        if not mode.bf16(self._device):
             return forward(bottoms, **kwargs)
         if not layer.low_precision:
             return forward([b.float() if b.is_floating_point() else b for b in bottoms], **kwargs)

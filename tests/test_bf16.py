@@ -1,12 +1,15 @@
 """bfloat16 autocast (mode.set_bf16): float32 master weights, float32 losses, results within
 bfloat16's precision of float32 training."""
+import logging
+
 import numpy as np
 import pytest
 import torch
 
-from segnet_caffe import cli, mode
+from segnet_caffe import cli, hardware, mode
 from test_inference_options import NET
 from layer_testing import net_from_text
+from segnet_caffe.logs import get_logger
 
 # NET's layers (convolutions, in-place BN, BatchNorm + Scale, ReLU) in TRAIN with a loss.
 TRAIN_NET = NET.replace("INFERENCE", "LEARN") + """
@@ -22,7 +25,7 @@ def bf16():
 
 
 def step(enabled):
-    mode.set_bf16(enabled)
+    mode.set_bf16(enabled, without_native_support=True)  # tiny maps: fast on every CPU
     mode.set_random_seed(11)
     net = net_from_text(TRAIN_NET, phase="TRAIN")
     rng = np.random.RandomState(12)
@@ -60,7 +63,8 @@ def test_bf16_runs_convolutions_in_bfloat16_with_float32_weights_and_loss(bf16):
             assert rough @ exact > 0.98 * np.linalg.norm(rough) * np.linalg.norm(exact), name
 
 
-def test_cli_flags_set_the_modes(bf16):
+def test_cli_flags_set_the_modes(bf16, monkeypatch):
+    monkeypatch.setattr(hardware, "native_bfloat16", lambda: True)
     args = cli.build_parser().parse_args(["time", "--model", "x.prototxt", "--bf16",
                                           "--channels_last"])
     assert args.bf16 and args.channels_last
@@ -69,3 +73,27 @@ def test_cli_flags_set_the_modes(bf16):
         assert mode.bf16() and mode.channels_last()
     finally:
         mode.set_channels_last(False)
+
+
+def test_a_cpu_without_native_bfloat16_computes_in_float32_and_says_so_once(bf16, monkeypatch):
+    """PyTorch's bfloat16 fallback on such CPUs (AVX2 only) is hundreds of times slower than
+    float32: --bf16 must not lead there silently."""
+    monkeypatch.setattr(hardware, "native_bfloat16", lambda: False)
+    monkeypatch.setitem(mode._state, "bf16_declined", False)
+    mode.set_bf16(True)
+    records = logging.Handler()
+    records.emit = lambda record: warnings.append(record.getMessage())
+    warnings = []
+    get_logger().addHandler(records)
+    try:
+        net = net_from_text(TRAIN_NET, phase="TRAIN")
+        net.forward()
+        net.forward()
+    finally:
+        get_logger().removeHandler(records)
+    assert net.blobs["c1"].tensor().dtype == torch.float32
+    assert len(warnings) == 1 and "no native bfloat16 (AVX512_BF16 or AMX)" in warnings[0]
+    assert mode.bf16("cuda")  # a GPU computes bfloat16 natively
+    mode.set_bf16(True, without_native_support=True)
+    net.forward()
+    assert net.blobs["c1"].tensor().dtype == torch.bfloat16
