@@ -68,10 +68,9 @@ class BNLayer(BaseLayer):
             y, mean, var = self._fork_order(x, scale, shift, synchronised)
         else:
             # The fork's statistics are the batch mean and biased variance over (N, H, W), so
-            # PyTorch's fused batch-norm kernels compute its forward and backward (the formulas
-            # above) in a few passes, equal up to float rounding.
-            y = F.batch_norm(x, None, None, scale.reshape(-1), shift.reshape(-1), True, 0.0,
-                             self.eps)
+            # batch-norm kernels compute its forward and backward (the formulas above) in a few
+            # passes, equal up to float rounding.
+            y = _batch_norm(x, scale.reshape(-1), shift.reshape(-1), self.eps)
             mean = var = None
         tops = [y]
         if len(self.param.top) > 1:
@@ -102,3 +101,45 @@ class BNLayer(BaseLayer):
             mean, mean_sq, _ = distributed.global_moments(mean, mean_sq, x.numel() // x.shape[1])
         var = mean_sq - mean * mean
         return (x - mean) / (var + self.eps).sqrt() * scale + shift, mean, var
+
+
+def _batch_norm(x, scale, shift, eps):
+    """Training-mode batch normalisation over (N, H, W): PyTorch's fused kernel, except for a
+    channels-last map, whose CPU kernels sum in an order that loses accuracy (measured: 100x
+    the NCHW kernel's error in the statistics, 8e-4 relative in the scale gradient)."""
+    if x.device.type == "cpu" and _channels_last(x):
+        return _ChannelsLastBatchNorm.apply(x, scale, shift, eps)
+    return F.batch_norm(x, None, None, scale, shift, True, 0.0, eps)
+
+
+def _channels_last(x):
+    return (x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
+class _ChannelsLastBatchNorm(torch.autograd.Function):
+    """Batch normalisation of a channels-last map with per-channel sums over (N, H, W) as
+    accurate as the NCHW kernel's (torch.sum keeps them so in either layout): the centred map
+    is formed once and serves the variance, the output and the backward."""
+
+    @staticmethod
+    def forward(ctx, x, scale, shift, eps):
+        dims, count = (0, 2, 3), x.numel() // x.shape[1]
+        centred = x - x.sum(dims, keepdim=True) / count
+        inverse_std = ((centred * centred).sum(dims, keepdim=True) / count + eps).rsqrt()
+        gain = scale.view(1, -1, 1, 1) * inverse_std
+        ctx.save_for_backward(centred, inverse_std, gain)
+        return torch.addcmul(shift.view(1, -1, 1, 1), centred, gain)
+
+    @staticmethod
+    def backward(ctx, dy):
+        centred, inverse_std, gain = ctx.saved_tensors
+        dims, count = (0, 2, 3), dy.numel() // dy.shape[1]
+        sum_dy = dy.sum(dims, keepdim=True)
+        sum_dy_centred = (dy * centred).sum(dims, keepdim=True)
+        dscale = (sum_dy_centred * inverse_std).reshape(-1)
+        # dx = gain * (dy - mean(dy) - x_norm * mean(dy * x_norm)), x_norm = centred * inverse_std
+        dx = torch.addcmul(-(sum_dy / count) * gain, centred,
+                           -(sum_dy_centred * inverse_std * inverse_std / count) * gain)
+        dx.addcmul_(dy, gain)
+        return dx, dscale, sum_dy.reshape(-1), None
