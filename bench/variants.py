@@ -3,8 +3,8 @@
 Each entry is a `Variant`. The harness measures every entry here, each in fresh processes, so
 an option landed in the engine becomes a benchmark column by adding one entry (no other edit):
 
-    Variant("channels_last", "NHWC activations and weights",
-            enable=lambda: segnet_caffe.mode.set_channels_last(True))
+    Variant("nchw", "contiguous NCHW convolutions",
+            enable=lambda: segnet_caffe.mode.set_channels_last(False))
 
 Hooks (all optional), called in the measuring process:
 - `enable()`: once, before any Net or Solver is built (global switches: mode flags, env).
@@ -47,17 +47,13 @@ class Variant:
 
 
 VARIANTS = [
-    Variant("engine", "the engine's defaults (float32, contiguous NCHW)"),
+    Variant("engine", "the engine's defaults (float32, channels-last NHWC convolutions)"),
+    Variant("nchw", "contiguous NCHW convolutions (mode.set_channels_last(False), --nchw)",
+            enable=lambda: mode.set_channels_last(False), kinds=("inference", "train")),
     Variant("fold_bn", "INFERENCE BN folded into the convolutions (Net.fold_bn)",
             prepare_net=lambda net: net.fold_bn(), kinds=("inference",)),
-    Variant("channels_last", "NHWC convolutions (mode.set_channels_last)",
-            enable=lambda: mode.set_channels_last(True), kinds=("inference", "train")),
-    Variant("fold_bn_channels_last", "BN folded and NHWC convolutions",
-            enable=lambda: mode.set_channels_last(True),
-            prepare_net=lambda net: net.fold_bn(), kinds=("inference",)),
-    Variant("channels_last_thp", "NHWC convolutions, PyTorch's CPU allocator backing tensors "
-            "of 2 MiB and more with transparent huge pages (THP_MEM_ALLOC_ENABLE=1)",
-            enable=lambda: mode.set_channels_last(True), kinds=("inference", "train"),
+    Variant("thp", "PyTorch's CPU allocator backing tensors of 2 MiB and more with transparent "
+            "huge pages (THP_MEM_ALLOC_ENABLE=1)", kinds=("inference", "train"),
             environment=TRANSPARENT_HUGE_PAGES),
     Variant("int64_masks", "max-pooling masks as PyTorch's int64 indices instead of one byte "
             "per pooled element (mode.set_compact_masks(False)): the memory comparison",
@@ -67,9 +63,6 @@ VARIANTS = [
             enable=lambda: mode.set_data_prefetch(False), kinds=("data",)),
     Variant("bf16", "bfloat16 autocast, float32 master weights (mode.set_bf16, --bf16)",
             enable=lambda: mode.set_bf16(True), kinds=("inference", "train"), bfloat16=True),
-    Variant("bf16_channels_last", "bfloat16 autocast and NHWC convolutions",
-            enable=lambda: (mode.set_bf16(True), mode.set_channels_last(True)),
-            kinds=("inference", "train"), bfloat16=True),
 ]
 
 

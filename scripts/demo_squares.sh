@@ -4,19 +4,19 @@
 # test squares (metrics + pictures), plot the loss curve and draw the net.
 #
 #   bash scripts/demo_squares.sh [OUT_DIR] [--size N] [--count N] [--iterations N] [--data DIR]
-#                                [--gpu N]
+#                                [--seed N] [--gpu N]
 #
 # OUT_DIR defaults to runs/demo_squares_<time>; the dataset goes to --data (default
 # data/squares_<size>_<count>).
 # --size is the image side (default 256, which keeps the demo within minutes on 2 cores; the
 # report's is 512), --count the images per split (100), --iterations overrides the solver's
-# max_iter.
+# max_iter, --seed the solver's random_seed (weights and data order; default the solver's 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-$(command -v python || command -v python3)}
 source scripts/pipeline.sh
 
-out="" size=256 count=100 iterations="" data="" gpu=""
+out="" size=256 count=100 iterations="" data="" gpu="" seed=""
 while [ $# -gt 0 ]; do
   case $1 in
     --size) size=$2; shift 2 ;;
@@ -24,6 +24,7 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift 2 ;;
     --iterations) iterations=$2; shift 2 ;;
     --gpu) gpu=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) echo "demo_squares.sh: unknown option $1" >&2; exit 2 ;;
     *) out=$1; shift ;;

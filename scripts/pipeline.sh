@@ -1,7 +1,8 @@
 # Sourced by the demo scripts: train a generated model, recompute its BN statistics, test it,
 # plot the loss and draw the net. Needs $python, $out (holding prototxt/ from
 # generate_prototxts.py --out $out/prototxt --snapshots $out/snapshots), $start and $gpu (a
-# CUDA device id for training and testing, or empty for the CPU).
+# CUDA device id for training and testing, or empty for the CPU) and optionally $seed (the
+# solver's random_seed for this run).
 #   run_pipeline MODEL ITERATIONS BN_BATCHES TEST_BATCHES
 run_pipeline() {
   local model=$1 iterations=$2 bn_batches=$3 test_batches=$4
@@ -9,7 +10,7 @@ run_pipeline() {
   echo "== train $model for $iterations iterations (log: $out/train.log)"
   mkdir -p "$out/snapshots"
   bash train.sh "${prototxt}_solver.prototxt" --iterations "$iterations" --log_file "$out/train.log" \
-    ${gpu:+--gpu "$gpu"}
+    ${gpu:+--gpu "$gpu"} ${seed:+--seed "$seed"}
 
   echo "== BN statistics over $bn_batches training batches"
   "$python" scripts/compute_bn_statistics.py "${prototxt}_train.prototxt" \

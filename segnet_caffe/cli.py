@@ -114,6 +114,8 @@ def _train(args, param, gpus):
         raise CaffeError("--sync_bn needs several processes (--gpu 0,1, --workers N or torchrun)")
     if args.iterations:
         param.max_iter = args.iterations
+    if args.seed is not None:
+        param.random_seed = args.seed
     param.train_state.level = args.level
     param.train_state.stage.extend(args.stage.split(",") if args.stage else [])
     log = get_logger()
@@ -280,7 +282,10 @@ def build_parser():
         sub.add_argument("--debug", action="store_true", help="show Python tracebacks")
         _flag(sub, "bf16", action="store_true",
               help="bfloat16 autocast for the layers (float32 weights, diffs and updates)")
-        _flag(sub, "channels_last", action="store_true", help="NHWC convolutions")
+        _flag(sub, "channels_last", action="store_true",
+              help="NHWC convolutions (the default; kept for scripts that pass it)")
+        _flag(sub, "nchw", action="store_true",
+              help="NCHW convolutions instead of the default NHWC (channels-last)")
         if with_model:
             _flag(sub, "model", default="", help="the net prototxt")
             _flag(sub, "weights", default="", help="comma-separated .caffemodel files")
@@ -292,6 +297,7 @@ def build_parser():
     _flag(train, "weights", default="", help="comma-separated .caffemodel files to finetune from")
     _flag(train, "snapshot", default="", help="a .solverstate to resume from")
     _flag(train, "iterations", type=int, default=0, help="override the solver's max_iter")
+    _flag(train, "seed", type=int, default=None, help="override the solver's random_seed")
     _flag(train, "sigint_effect", default="stop", choices=SIGNAL_EFFECTS,
           help="on SIGINT (Ctrl-C): stop (after a snapshot, snapshot_after_train), snapshot, none")
     _flag(train, "sighup_effect", default="snapshot", choices=SIGNAL_EFFECTS,
@@ -366,7 +372,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     args.argv = list(argv)  # a multi-process train runs this same command in each process
     mode.set_bf16(getattr(args, "bf16", False))
-    mode.set_channels_last(getattr(args, "channels_last", False))
+    if getattr(args, "channels_last", False) and getattr(args, "nchw", False):
+        build_parser().error("--channels_last and --nchw contradict each other")
+    mode.set_channels_last(not getattr(args, "nchw", False))
     return run_reporting_errors(lambda: args.run(args), getattr(args, "debug", False))
 
 

@@ -19,14 +19,22 @@ FEATURES = (("AVX2", "avx2"), ("AVX-512", "avx512_f"), ("AVX512_BF16", "avx512_b
 
 
 def model():
-    """The CPU's model name, as /proc/cpuinfo gives it where it exists."""
+    """The CPU's model name with its family and model numbers (which tell apart CPU
+    generations that a virtual machine names alike, e.g. "AMD EPYC"), from /proc/cpuinfo where
+    it exists."""
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if not key.strip() and fields:
+                break  # the first processor's block is enough
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    name = fields.get("model name") or platform.processor() or "unknown"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def features():
@@ -58,5 +66,5 @@ def describe():
     present = features()
     listed = ", ".join(name for name, _ in FEATURES if present.get(name)) or "none known"
     in_force = kernels()
-    return (f"{model()} (features: {listed}; kernels: ATen {in_force['aten']}, bfloat16 "
-            f"{'native' if in_force['bfloat16'] else 'not native'})")
+    return (f"{model()}; features: {listed}; kernels: ATen {in_force['aten']}, bfloat16 "
+            f"{'native' if in_force['bfloat16'] else 'not native'}")

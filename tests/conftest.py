@@ -16,6 +16,18 @@ def seeded_fillers():
 
 
 @pytest.fixture(autouse=True)
+def default_engine_switches():
+    """Every test starts from the engine's default switches (segnet_caffe.mode), whatever the
+    test before it set."""
+    from segnet_caffe import mode
+
+    saved = dict(mode._state)
+    yield
+    mode._state.update(saved)
+    mode.set_caffe_accumulation(saved["caffe_accumulation"])  # it also sets a torch switch
+
+
+@pytest.fixture(autouse=True)
 def no_decode_outlives_its_test():
     """Data layers decode their next batch in a background thread (mode.set_data_prefetch). A
     decode still running when a test ends would read the next test's files (list files name

@@ -18,12 +18,6 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "c4" bottom: "label" top: "
 """
 
 
-@pytest.fixture
-def bf16():
-    yield
-    mode.set_bf16(False)
-
-
 def step(enabled):
     mode.set_bf16(enabled, without_native_support=True)  # tiny maps: fast on every CPU
     mode.set_random_seed(11)
@@ -37,7 +31,7 @@ def step(enabled):
     return net, loss
 
 
-def test_bf16_runs_convolutions_in_bfloat16_with_float32_weights_and_loss(bf16):
+def test_bf16_runs_convolutions_in_bfloat16_with_float32_weights_and_loss():
     net, loss = step(True)
     assert net.blobs["c1"].tensor().dtype == torch.bfloat16
     assert net.blobs["loss"].tensor().dtype == torch.float32
@@ -63,19 +57,18 @@ def test_bf16_runs_convolutions_in_bfloat16_with_float32_weights_and_loss(bf16):
             assert rough @ exact > 0.98 * np.linalg.norm(rough) * np.linalg.norm(exact), name
 
 
-def test_cli_flags_set_the_modes(bf16, monkeypatch):
+def test_cli_flags_set_the_modes(monkeypatch):
     monkeypatch.setattr(hardware, "native_bfloat16", lambda: True)
     args = cli.build_parser().parse_args(["time", "--model", "x.prototxt", "--bf16",
                                           "--channels_last"])
     assert args.bf16 and args.channels_last
-    try:
-        cli.main(["time", "--model", "no_such.prototxt", "--bf16", "--channels_last"])
-        assert mode.bf16() and mode.channels_last()
-    finally:
-        mode.set_channels_last(False)
+    cli.main(["time", "--model", "no_such.prototxt", "--bf16"])
+    assert mode.bf16() and mode.channels_last()  # channels-last is the default
+    cli.main(["time", "--model", "no_such.prototxt", "--nchw"])
+    assert not mode.bf16() and not mode.channels_last()
 
 
-def test_a_cpu_without_native_bfloat16_computes_in_float32_and_says_so_once(bf16, monkeypatch):
+def test_a_cpu_without_native_bfloat16_computes_in_float32_and_says_so_once(monkeypatch):
     """PyTorch's bfloat16 fallback on such CPUs (AVX2 only) is hundreds of times slower than
     float32: --bf16 must not lead there silently."""
     monkeypatch.setattr(hardware, "native_bfloat16", lambda: False)

@@ -113,12 +113,9 @@ def test_bf16_runs_the_net_under_autocast(tiny, tmp_path, monkeypatch):
     bfloat16 too)."""
     monkeypatch.setattr(hardware, "native_bfloat16", lambda: True)
     root = tiny["root"]
-    try:
-        assert run(tiny, "--model", str(root / "net.prototxt"), "--iter", "3", "--bf16",
-                   "--out", str(tmp_path), "--classes", str(root / "classes.json")) == 0
-        assert mode.bf16()
-    finally:
-        mode.set_bf16(False)
+    assert run(tiny, "--model", str(root / "net.prototxt"), "--iter", "3", "--bf16",
+               "--out", str(tmp_path), "--classes", str(root / "classes.json")) == 0
+    assert mode.bf16()
     expected = expected_confusion(tiny["images"], tiny["labels"])
     assert json.loads((tmp_path / "metrics.json").read_text())["confusion_matrix"] == \
         expected.matrix.tolist()

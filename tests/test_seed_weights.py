@@ -65,8 +65,12 @@ def test_seed_weights_reproduce_real_caffe(weights, bn_mode, record):
     global_accuracy = np.trace(confusion) / confusion.sum()
     iou = np.diag(confusion) / (confusion.sum(0) + confusion.sum(1) - np.diag(confusion))
     print(f"{weights} ({bn_mode}): global accuracy {global_accuracy:.4f}, mean IoU {iou.mean():.4f}")
-    assert round(global_accuracy, 4) == round(expected["global_acc"], 4)
-    assert round(iou.mean(), 4) == round(expected["mean_iou"], 4)
+    # Up to 50 of the 26 million pixels may differ: our kernels round otherwise than real
+    # Caffe's BLAS, which decides pooling near-ties and near-equal scores. So the scores agree
+    # within half a unit of their 4th decimal, not digit for digit (rounding both to 4
+    # decimals would fail on a CPU whose few flips straddle a rounding boundary).
+    assert global_accuracy == pytest.approx(expected["global_acc"], abs=5e-5)
+    assert iou.mean() == pytest.approx(expected["mean_iou"], abs=5e-5)
     np.testing.assert_allclose(confusion, expected["confusion"], rtol=1e-4, atol=50)
 
 

@@ -172,7 +172,7 @@ class ConvolutionLayer(ConvolutionBase):
                 a, b = (t.to(device=x.device, dtype=x.dtype) for t in channel_affine)
                 weight = weight * a.reshape((-1,) + (1,) * (weight.dim() - 1))
                 bias = b if bias is None else torch.addcmul(b, bias, a)
-            if x.dim() == 4 and mode.channels_last():
+            if x.dim() == 4 and mode.channels_last() and not mode.caffe_accumulation():
                 x = x.contiguous(memory_format=torch.channels_last)
                 weight = weight.contiguous(memory_format=torch.channels_last)
             top = conv(x, weight, bias, g.stride, g.pad, g.dilation, g.group)
