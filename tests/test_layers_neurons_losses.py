@@ -1,4 +1,5 @@
 """Neuron, normalisation, softmax, loss and accuracy layers against independent numpy maths."""
+import logging
 import math
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from segnet_caffe.errors import CaffeError
+from segnet_caffe.logs import get_logger
 from segnet_caffe.mode import set_caffe_accumulation
 from layer_testing import check_layer_gradients, layer_from_text, net_from_text
 
@@ -260,16 +262,20 @@ def np_accuracy(x, labels, top_k=1, ignore=None):
     scores = x.reshape(n, c, -1)
     labels = labels.reshape(n, -1).astype(int)
     hits, counts = np.zeros(c), np.zeros(c)
+    counts_unknown = 0
     for i in range(n):
         for j in range(scores.shape[2]):
             label = labels[i, j]
             if label == ignore:
                 continue
+            if not 0 <= label < c:  # a release build of the fork: a miss, in no class
+                counts_unknown += 1
+                continue
             order = sorted(range(c), key=lambda k: (scores[i, k, j], k), reverse=True)
             counts[label] += 1
             hits[label] += label in order[:top_k]
     per_class = np.where(counts > 0, hits / np.maximum(counts, 1), 1.0)
-    return hits.sum() / counts.sum(), per_class
+    return hits.sum() / (counts.sum() + counts_unknown), per_class
 
 
 @pytest.mark.parametrize("params,reference", [
@@ -291,6 +297,33 @@ def test_accuracy(params, reference):
     np.testing.assert_allclose(accuracy, expected, rtol=1e-6)
     np.testing.assert_allclose(per_class.ravel(), expected_per_class, rtol=1e-6)
     assert per_class.ravel()[1] == 1.0
+
+
+def test_accuracy_counts_a_label_that_is_no_class_as_a_miss_and_says_so_once():
+    """The SegNet tutorial's train nets have no ignore_label in their Accuracy layers while
+    CamVid's labels hold the void value 11: a release build of the fork trains, counting those
+    pixels as misses (its range check is a DCHECK)."""
+    layer = layer_from_text('name: "accuracy" type: "Accuracy" bottom: "x" bottom: "label" '
+                            'top: "a" top: "pc"', [(2, 4, 3, 5), (2, 1, 3, 5)])
+    x = rand(2, 4, 3, 5, seed=9)
+    labels = labels_for(10, high=4)
+    labels[0, 0, :2, :] = 4  # the void value, one past the last class
+    warnings = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    get_logger().addHandler(handler)
+    try:
+        for _ in range(2):
+            accuracy, per_class = forward(layer, x, labels)
+    finally:
+        get_logger().removeHandler(handler)
+    expected, expected_per_class = np_accuracy(x, labels)
+    np.testing.assert_allclose(accuracy, expected, rtol=1e-6)
+    np.testing.assert_allclose(per_class.ravel(), expected_per_class, rtol=1e-6)
+    assert warnings == ['layer "accuracy" (Accuracy): label values [4] are not classes 0..3 and '
+                        "no ignore_label covers them: they count as misses, as in a release "
+                        "build of Caffe (a debug build stops); if 4 is a void label, add "
+                        "accuracy_param { ignore_label: 4 }"]
 
 
 def test_accuracy_has_no_backward_and_checks_top_k():

@@ -69,15 +69,15 @@ def check_label_count(layer, label_shape, outer, inner, axis):
                           f"along every axis but the class axis {axis})")
 
 
-def read_labels(layer, labels, outer, inner, num_classes, ignore_label):
+def read_labels(layer, labels, outer, inner, num_classes, ignore_label, check=True):
     """Labels as (outer, inner) int64 (truncated as Caffe's static_cast<int>) and the mask of the
-    positions that count. A label that is neither `ignore_label` nor a class raises a CaffeError
-    (Caffe would read out of bounds)."""
+    positions that count. With `check`, a label that is neither `ignore_label` nor a class
+    raises a CaffeError (Caffe would read out of bounds)."""
     batch = labels.shape[0] if labels.dim() else 1
     labels = labels.detach().reshape(outer, inner)
     labels = labels.to(torch.int64) if labels.is_floating_point() else labels.long()
     valid = torch.ones_like(labels, dtype=torch.bool) if ignore_label is None else labels != ignore_label
-    if labels.numel():
+    if check and labels.numel():
         bad = valid & ((labels < 0) | (labels >= num_classes))
         if bool(bad.any()):
             values = sorted(set(labels[bad].unique()[:10].tolist()))
