@@ -47,9 +47,12 @@ class Variant:
 
 
 VARIANTS = [
-    Variant("engine", "the engine's defaults (float32, channels-last NHWC convolutions)"),
+    Variant("engine", "the engine's defaults (float32; NHWC convolutions with AVX-512 kernels "
+            "and on GPUs, else NCHW: mode.channels_last)"),
     Variant("nchw", "contiguous NCHW convolutions (mode.set_channels_last(False), --nchw)",
             enable=lambda: mode.set_channels_last(False), kinds=("inference", "train")),
+    Variant("channels_last", "NHWC convolutions (mode.set_channels_last(True), --channels_last)",
+            enable=lambda: mode.set_channels_last(True), kinds=("inference", "train")),
     Variant("fold_bn", "INFERENCE BN folded into the convolutions (Net.fold_bn)",
             prepare_net=lambda net: net.fold_bn(), kinds=("inference",)),
     Variant("thp", "PyTorch's CPU allocator backing tensors of 2 MiB and more with transparent "

@@ -283,9 +283,8 @@ def build_parser():
         _flag(sub, "bf16", action="store_true",
               help="bfloat16 autocast for the layers (float32 weights, diffs and updates)")
         _flag(sub, "channels_last", action="store_true",
-              help="NHWC convolutions (the default; kept for scripts that pass it)")
-        _flag(sub, "nchw", action="store_true",
-              help="NCHW convolutions instead of the default NHWC (channels-last)")
+              help="NHWC convolutions (default: NHWC with AVX-512 kernels and on GPUs, else NCHW)")
+        _flag(sub, "nchw", action="store_true", help="NCHW convolutions (see --channels_last)")
         if with_model:
             _flag(sub, "model", default="", help="the net prototxt")
             _flag(sub, "weights", default="", help="comma-separated .caffemodel files")
@@ -374,7 +373,9 @@ def main(argv=None):
     mode.set_bf16(getattr(args, "bf16", False))
     if getattr(args, "channels_last", False) and getattr(args, "nchw", False):
         build_parser().error("--channels_last and --nchw contradict each other")
-    mode.set_channels_last(not getattr(args, "nchw", False))
+    layout = {(True, False): True, (False, True): False}
+    mode.set_channels_last(layout.get((getattr(args, "channels_last", False),
+                                       getattr(args, "nchw", False))))
     return run_reporting_errors(lambda: args.run(args), getattr(args, "debug", False))
 
 

@@ -56,6 +56,13 @@ def native_bfloat16():
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+@functools.lru_cache(maxsize=None)  # ATEN_CPU_CAPABILITY is read once, at start-up
+def avx512_kernels():
+    """Whether PyTorch dispatches to its AVX-512 CPU kernels (within any ATEN_CPU_CAPABILITY
+    cap)."""
+    return torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
 def kernels():
     """The instruction sets the kernels use: ATen's dispatch level and oneDNN's bfloat16."""
     return {"aten": torch.backends.cpu.get_cpu_capability(), "bfloat16": native_bfloat16()}

@@ -5,7 +5,7 @@ from . import hardware
 from .errors import CaffeError
 from .logs import get_logger
 
-_state = {"mode": "cpu", "device_id": 0, "caffe_accumulation": False, "channels_last": True,
+_state = {"mode": "cpu", "device_id": 0, "caffe_accumulation": False, "channels_last": None,
           "compact_masks": True, "data_prefetch": True,
           "bf16": False, "bf16_without_native_support": False, "bf16_declined": False}
 
@@ -71,18 +71,23 @@ def caffe_accumulation():
 
 
 def set_channels_last(enabled):
-    """Compute 2-D convolutions in channels-last (NHWC) memory layout (the default) or in
-    contiguous NCHW (False). Activations after a convolution stay NHWC; values are the same up
-    to float rounding, and blobs keep Caffe's (N, C, H, W) shape (their numpy views are
-    strided). NHWC is oneDNN's fastest CPU format and the one cuDNN's tensor cores want; on the
-    CPUs measured (AMD Zen 3 with AVX2, Zen 4 and Zen 5 with AVX-512) it was faster than NCHW
-    for every generated net, in inference and training (bench/results)."""
-    _state["channels_last"] = bool(enabled)
+    """Compute 2-D convolutions in channels-last (NHWC) memory layout (True), in contiguous NCHW
+    (False), or as measured best for this machine (None, the default: see channels_last).
+    Activations after a convolution stay NHWC; values are the same up to float rounding, and
+    blobs keep Caffe's (N, C, H, W) shape (their numpy views are strided)."""
+    _state["channels_last"] = None if enabled is None else bool(enabled)
 
 
 def channels_last():
-    """Whether set_channels_last(True) is in force."""
-    return _state["channels_last"]
+    """Whether convolutions compute channels-last: as set_channels_last said, else by the rule
+    the benchmarks support. On a GPU (cuDNN's tensor cores want NHWC) and where PyTorch runs
+    its AVX-512 kernels, channels-last (measured faster for every generated net, inference and
+    training, on AMD Zen 4 and Zen 5); with AVX2 kernels NCHW (there oneDNN's channels-last
+    convolution backward measured 1.5x slower, making SegNet-Basic's training step 1.35x the
+    NCHW eager module's: the README's Speed section)."""
+    if _state["channels_last"] is not None:
+        return _state["channels_last"]
+    return device().type == "cuda" or hardware.avx512_kernels()
 
 
 def set_compact_masks(enabled):

@@ -62,10 +62,12 @@ def test_cli_flags_set_the_modes(monkeypatch):
     args = cli.build_parser().parse_args(["time", "--model", "x.prototxt", "--bf16",
                                           "--channels_last"])
     assert args.bf16 and args.channels_last
-    cli.main(["time", "--model", "no_such.prototxt", "--bf16"])
-    assert mode.bf16() and mode.channels_last()  # channels-last is the default
+    cli.main(["time", "--model", "no_such.prototxt", "--bf16", "--channels_last"])
+    assert mode.bf16() and mode.channels_last()
     cli.main(["time", "--model", "no_such.prototxt", "--nchw"])
     assert not mode.bf16() and not mode.channels_last()
+    cli.main(["time", "--model", "no_such.prototxt"])
+    assert mode.channels_last() == hardware.avx512_kernels()  # the measured rule
 
 
 def test_a_cpu_without_native_bfloat16_computes_in_float32_and_says_so_once(monkeypatch):
