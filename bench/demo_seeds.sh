@@ -28,7 +28,8 @@ miou() { "$python" -c "import json, sys; print(f\"{json.load(open(sys.argv[1]))[
 
 {
   echo "CPU: $("$python" -c 'from segnet_caffe import hardware; print(hardware.describe())')"
-  echo "Command: bash bench/demo_seeds.sh --seeds \"$seeds\" at commit $(git rev-parse --short HEAD)"
+  caps=$(env | grep -E '^(ONEDNN_MAX_CPU_ISA|ATEN_CPU_CAPABILITY)=' | tr '\n' ' ' || true)
+  echo "Command: ${caps}bash bench/demo_seeds.sh --seeds \"$seeds\" at commit $(git rev-parse --short HEAD)"
   echo
   echo "| seed | demo time (s) | mean IoU, 100 test squares | mean IoU, author's 100 test squares (512x512) |"
   echo "|---|---|---|---|"

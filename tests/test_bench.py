@@ -245,7 +245,7 @@ def test_rescore_recomputes_the_ratios_of_a_results_file(tmp_path):
     assert run.main(["--rescore", str(tmp_path / "old.json"), "--out", str(tmp_path / "new")]) == 0
     rescored = json.loads((tmp_path / "new" / "cpu.json").read_text())
     assert rescored["ratios"] == run.ratios(results["nets"], anchors_apply=True)
-    assert rescored["ratios"]["segnet"]["engine"]["engine"]["train_batch1_vs_best_eager"] > 0
+    assert rescored["ratios"]["segnet_basic"]["engine"]["engine"]["train_batch1_vs_best_eager"] > 0
     assert rescored["schema"] == run.SCHEMA_VERSION and rescored["nets"] == results["nets"]
     table = (tmp_path / "new" / "cpu.md").read_text()
     assert "ratios recomputed by `python bench/run.py --rescore" in table
