@@ -90,7 +90,7 @@ def main(argv=None):
     profiles = {label: self_times_ms(step) for label, step in steps.items()}
     ops = set(profiles[engine]) | set(profiles[eager])
     rows = sorted(ops, key=lambda op: profiles[eager].get(op, 0) - profiles[engine].get(op, 0))
-    print(f"\n| op | engine self ms | eager self ms | engine - eager |\n|---|---|---|---|")
+    print("\n| op | engine self ms | eager self ms | engine - eager |\n|---|---|---|---|")
     for op in rows[:args.top]:
         mine, theirs = profiles[engine].get(op, 0.0), profiles[eager].get(op, 0.0)
         print(f"| {op} | {mine:.1f} | {theirs:.1f} | {mine - theirs:+.1f} |")

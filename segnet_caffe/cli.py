@@ -282,9 +282,11 @@ def build_parser():
         sub.add_argument("--debug", action="store_true", help="show Python tracebacks")
         _flag(sub, "bf16", action="store_true",
               help="bfloat16 autocast for the layers (float32 weights, diffs and updates)")
-        _flag(sub, "channels_last", action="store_true",
+        layout = sub.add_mutually_exclusive_group()  # default None: mode.channels_last's rule
+        _flag(layout, "channels_last", action="store_const", const=True,
               help="NHWC convolutions (default: NHWC with AVX-512 kernels and on GPUs, else NCHW)")
-        _flag(sub, "nchw", action="store_true", help="NCHW convolutions (see --channels_last)")
+        layout.add_argument("-nchw", "--nchw", dest="channels_last", action="store_const",
+                            const=False, help="NCHW convolutions (see --channels_last)")
         if with_model:
             _flag(sub, "model", default="", help="the net prototxt")
             _flag(sub, "weights", default="", help="comma-separated .caffemodel files")
@@ -371,11 +373,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     args.argv = list(argv)  # a multi-process train runs this same command in each process
     mode.set_bf16(getattr(args, "bf16", False))
-    if getattr(args, "channels_last", False) and getattr(args, "nchw", False):
-        build_parser().error("--channels_last and --nchw contradict each other")
-    layout = {(True, False): True, (False, True): False}
-    mode.set_channels_last(layout.get((getattr(args, "channels_last", False),
-                                       getattr(args, "nchw", False))))
+    mode.set_channels_last(getattr(args, "channels_last", None))
     return run_reporting_errors(lambda: args.run(args), getattr(args, "debug", False))
 
 

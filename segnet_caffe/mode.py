@@ -129,9 +129,9 @@ def set_bf16(enabled, without_native_support=False):
 
 
 def bf16(for_device=None):
-    """Whether forwards on `for_device` (by default the current mode's device) run under bfloat16 autocast:
-    set_bf16(True) is in force and the device computes bfloat16 natively (a CUDA GPU, or a CPU
-    with AVX512_BF16 / AMX), or set_bf16 was told to run it without."""
+    """Whether forwards on `for_device` (by default the current mode's device) run under
+    bfloat16 autocast: set_bf16(True) is in force and the device computes bfloat16 natively (a
+    CUDA GPU, or a CPU with AVX512_BF16 / AMX), or set_bf16 was told to run it without."""
     if not _state["bf16"]:
         return False
     target = torch.device(for_device) if for_device is not None else device()

@@ -249,3 +249,16 @@ def test_rescore_recomputes_the_ratios_of_a_results_file(tmp_path):
     assert rescored["schema"] == run.SCHEMA_VERSION and rescored["nets"] == results["nets"]
     table = (tmp_path / "new" / "cpu.md").read_text()
     assert "ratios recomputed by `python bench/run.py --rescore" in table
+
+
+def test_step_profile_times_both_families_and_lists_ops(capsys):
+    from bench import step_profile
+    assert step_profile.main(["--net", "segnet_squares", "--kind", "inference", "--steps", "1",
+                              "--top", "3", "--eager", "eager_channels_last"]) == 0
+    out = capsys.readouterr().out
+    assert f"CPU: {hardware.describe()}" in out
+    assert "engine:engine" in out and "eager:eager_channels_last" in out
+    assert "ratio engine / eager:" in out
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| op |") and table[-1].startswith("| all ops |")
+    assert len(table) == 1 + 3 + 1

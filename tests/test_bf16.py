@@ -62,6 +62,8 @@ def test_cli_flags_set_the_modes(monkeypatch):
     args = cli.build_parser().parse_args(["time", "--model", "x.prototxt", "--bf16",
                                           "--channels_last"])
     assert args.bf16 and args.channels_last
+    with pytest.raises(SystemExit):  # the two layouts exclude each other
+        cli.build_parser().parse_args(["time", "--channels_last", "--nchw"])
     cli.main(["time", "--model", "no_such.prototxt", "--bf16", "--channels_last"])
     assert mode.bf16() and mode.channels_last()
     cli.main(["time", "--model", "no_such.prototxt", "--nchw"])

@@ -33,12 +33,15 @@ class AccuracyLayer(BaseLayer):
         """The one warning for labels that are no class (a void label without ignore_label)."""
         self._said_unknown_labels = True
         shown = sorted(values.unique()[:10].tolist())
-        which = f"{shown[0]} is" if len(shown) == 1 else "one of them is"
-        hint = f"; if {which} a void label, add accuracy_param {{ ignore_label: {shown[-1]} }}"
+        if len(shown) == 1:
+            hint = (f"if {shown[0]} is a void label, add accuracy_param "
+                    f"{{ ignore_label: {shown[0]} }}")
+        else:
+            hint = "if one of them, V, is a void label, add accuracy_param { ignore_label: V }"
         get_logger().warning(
             f'layer "{self.name}" (Accuracy): label values {shown} are not classes '
             f"0..{classes - 1} and no ignore_label covers them: they count as misses, as in a "
-            f"release build of Caffe (a debug build stops){hint}")
+            f"release build of Caffe (a debug build stops); {hint}")
 
     def allow_force_backward(self, bottom_index):
         return False  # Caffe's Accuracy has no Backward
