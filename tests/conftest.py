@@ -38,6 +38,22 @@ def no_decode_outlives_its_test():
     image_io._PREFETCH.submit(int).result()
 
 
+@pytest.fixture
+def log_messages():
+    """The messages the package logger emits during the test, in order (its logger does not
+    propagate to the root logger, so pytest's caplog does not see them)."""
+    import logging
+
+    from segnet_caffe.logs import get_logger
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    get_logger().addHandler(handler)
+    yield messages
+    get_logger().removeHandler(handler)
+
+
 @pytest.fixture(scope="session")
 def shared_dir():
     """The ../shared folder (real Caffe data and conformance fixtures); skips the test without it."""

@@ -1,6 +1,5 @@
 """bfloat16 autocast (mode.set_bf16): float32 master weights, float32 losses, results within
 bfloat16's precision of float32 training."""
-import logging
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ import torch
 from segnet_caffe import cli, hardware, mode
 from test_inference_options import NET
 from layer_testing import net_from_text
-from segnet_caffe.logs import get_logger
 
 # NET's layers (convolutions, in-place BN, BatchNorm + Scale, ReLU) in TRAIN with a loss.
 TRAIN_NET = NET.replace("INFERENCE", "LEARN") + """
@@ -72,24 +70,17 @@ def test_cli_flags_set_the_modes(monkeypatch):
     assert mode.channels_last() == hardware.avx512_kernels()  # the measured rule
 
 
-def test_a_cpu_without_native_bfloat16_computes_in_float32_and_says_so_once(monkeypatch):
+def test_a_cpu_without_native_bfloat16_computes_in_float32_and_says_so_once(monkeypatch, log_messages):
     """PyTorch's bfloat16 fallback on such CPUs (AVX2 only) is hundreds of times slower than
     float32: --bf16 must not lead there silently."""
     monkeypatch.setattr(hardware, "native_bfloat16", lambda: False)
     monkeypatch.setitem(mode._state, "bf16_declined", False)
     mode.set_bf16(True)
-    records = logging.Handler()
-    records.emit = lambda record: warnings.append(record.getMessage())
-    warnings = []
-    get_logger().addHandler(records)
-    try:
-        net = net_from_text(TRAIN_NET, phase="TRAIN")
-        net.forward()
-        net.forward()
-    finally:
-        get_logger().removeHandler(records)
+    net = net_from_text(TRAIN_NET, phase="TRAIN")
+    net.forward()
+    net.forward()
     assert net.blobs["c1"].tensor().dtype == torch.float32
-    assert len(warnings) == 1 and "no native bfloat16 (AVX512_BF16 or AMX)" in warnings[0]
+    assert len(log_messages) == 1 and "no native bfloat16 (AVX512_BF16 or AMX)" in log_messages[0]
     assert mode.bf16("cuda")  # a GPU computes bfloat16 natively
     mode.set_bf16(True, without_native_support=True)
     net.forward()

@@ -1,7 +1,6 @@
 """Convolution, Deconvolution, Pooling, Upsample, LRN and InnerProduct against independent numpy
 loops written from Caffe's C++ (not the torch calls the layers use), finite-difference gradient
 checks, and the parameter checks."""
-import logging
 import math
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 import torch
 
 from segnet_caffe.errors import CaffeError
-from segnet_caffe.logs import get_logger
 from layer_testing import check_layer_gradients, layer_from_text, net_from_text
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "layers"
@@ -422,42 +420,23 @@ def test_upsample_mask_out_of_range_is_an_error():
         forward(layer, np.ones((1, 1, 2, 2)), np.array([[[[0, 1], [2, -1]]]]))
 
 
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-def test_upsample_mismatched_size_reproduces_caffe_and_warns_once():
+def test_upsample_mismatched_size_reproduces_caffe_and_warns_once(log_messages):
     pooled, mask = pooled_with_mask((1, 2, 7, 9), seed=4)  # 4x5, indices into a 7x9 plane
-    handler = _Records()
-    get_logger().addHandler(handler)
-    try:
-        good = upsample_layer("upsample_h: 7 upsample_w: 9", pooled.shape, name="up_good")
-        forward(good, pooled, mask)
-        assert not handler.messages
-        bad = upsample_layer("scale: 2", pooled.shape, name="up_mismatch")
-        for _ in range(2):
-            (y,) = forward(bad, pooled, mask)
-    finally:
-        get_logger().removeHandler(handler)
+    good = upsample_layer("upsample_h: 7 upsample_w: 9", pooled.shape, name="up_good")
+    forward(good, pooled, mask)
+    assert not log_messages
+    bad = upsample_layer("scale: 2", pooled.shape, name="up_mismatch")
+    for _ in range(2):
+        (y,) = forward(bad, pooled, mask)
     np.testing.assert_array_equal(y, ref_upsample(pooled, mask, 8, 10))  # shifted, as Caffe
-    assert len(handler.messages) == 1 and 'Upsample layer "up_mismatch"' in handler.messages[0]
+    assert len(log_messages) == 1 and 'Upsample layer "up_mismatch"' in log_messages[0]
 
 
-def test_upsample_explicit_mask_with_zeros_does_not_warn():
+def test_upsample_explicit_mask_with_zeros_does_not_warn(log_messages):
     # an all-zero (ReLU'd) map pools to the top-left of each window; 8x10 from 4x5 is consistent
     mask = ref_pool(np.zeros((1, 1, 8, 10)), "MAX", (2, 2), (2, 2), (0, 0))[1]
-    handler = _Records()
-    get_logger().addHandler(handler)
-    try:
-        forward(upsample_layer("scale: 2", mask.shape, name="up_zeros"), np.ones(mask.shape), mask)
-    finally:
-        get_logger().removeHandler(handler)
-    assert not handler.messages
+    forward(upsample_layer("scale: 2", mask.shape, name="up_zeros"), np.ones(mask.shape), mask)
+    assert not log_messages
 
 
 def test_upsample_in_a_net_after_pooling():
