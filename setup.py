@@ -16,7 +16,15 @@ setup(
         "matplotlib",
         "tqdm",
         "grandalf",
+        "pydot",  # caffe.draw.get_pydot_graph (pure Python; rendering its graph needs Graphviz)
+        "lmdb",
     ],
-    extras_require={"test": ["pytest", "hypothesis", "grpcio-tools", "h5py"], "hdf5": ["h5py"]},
+    extras_require={
+        # six, scipy, scikit-learn and scikit-image: what the client code that tests/test_clients.py
+        # runs imports (BVLC pycaffe's unit tests and the SegNet tutorial's scripts).
+        "test": ["pytest", "hypothesis", "grpcio-tools", "h5py",
+                 "six", "scipy", "scikit-learn", "scikit-image"],
+        "hdf5": ["h5py"],
+    },
     entry_points={"console_scripts": ["segnet-caffe=segnet_caffe.cli:main"]},
 )

@@ -3,12 +3,16 @@
     import segnet_caffe as caffe
     net = caffe.Net("deploy.prototxt", "weights.caffemodel", caffe.TEST)
 """
-from . import io
+from . import coord_map, draw, io  # pycaffe's caffe.coord_map, caffe.draw (heavy imports lazy)
 from .blob import Blob
+from .classifier import Classifier
+from .detector import Detector
 from .errors import CaffeError
 from .layers.python_layer import Layer
 from .mode import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
 from .net import TEST, TRAIN, Net
+from .process import (NCCL, Timer, has_nccl, init_log, layer_type_list, log, set_multiprocess,
+                      set_solver_count, set_solver_rank, solver_count, solver_rank)
 from .netspec import NetSpec, params, to_proto
 from .netspec import layers  # noqa: E402  pycaffe's `caffe.layers` is NetSpec's layer factory;
 # the layer implementations stay importable as the subpackage `segnet_caffe.layers.*`.
@@ -18,7 +22,10 @@ from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, 
 
 __version__ = "0.1.0"
 
-__all__ = ["AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "Blob", "CaffeError", "Layer",
-           "NesterovSolver", "Net", "NetSpec", "RMSPropSolver", "SGDSolver", "TEST", "TRAIN",
-           "caffe_pb2", "get_solver", "io", "layers", "params", "set_device", "set_mode_cpu",
-           "set_mode_gpu", "set_random_seed", "to_proto"]
+__all__ = ["AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "Blob", "CaffeError", "Classifier",
+           "Detector", "Layer",
+           "NCCL", "NesterovSolver", "Timer", "has_nccl", "init_log", "layer_type_list", "log",
+           "set_multiprocess", "set_solver_count", "set_solver_rank", "solver_count",
+           "solver_rank", "Net", "NetSpec", "RMSPropSolver", "SGDSolver", "TEST", "TRAIN",
+           "caffe_pb2", "coord_map", "draw", "get_solver", "io", "layers", "params",
+           "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed", "to_proto"]

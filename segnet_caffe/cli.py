@@ -265,7 +265,8 @@ def cmd_draw(args):
     from .proto import caffe_pb2
 
     net_param = io.read_net_prototxt(args.prototxt)
-    draw_net_to_file(net_param, args.output, caffe_pb2.Phase.Value(args.phase), args.rankdir,
+    phase = None if args.phase == "ALL" else caffe_pb2.Phase.Value(args.phase)
+    draw_net_to_file(net_param, args.output, args.rankdir, phase, args.display_lrm,
                      title=f"{net_param.name} ({args.phase})")
     print(f"wrote {args.output}")
     return 0
@@ -343,10 +344,12 @@ def build_parser():
     draw = commands.add_parser("draw", help="draw a net prototxt as a diagram (PNG, SVG or PDF)")
     draw.add_argument("prototxt", help="the net prototxt")
     draw.add_argument("output", help="the image to write; its extension picks the format")
-    draw.add_argument("--rankdir", default="TB", choices=("TB", "LR"),
-                      help="layers top to bottom (TB) or left to right (LR)")
-    draw.add_argument("--phase", default="TRAIN", choices=("TRAIN", "TEST"),
-                      help="draw the layers of this phase (include/exclude rules)")
+    draw.add_argument("--rankdir", default="TB", choices=("TB", "LR", "BT", "RL"),
+                      help="layers top to bottom (TB), left to right (LR), or the reverse")
+    draw.add_argument("--phase", default="TRAIN", choices=("TRAIN", "TEST", "ALL"),
+                      help="draw the layers of this phase (include/exclude rules), or ALL")
+    draw.add_argument("--display_lrm", "--display-lrm", dest="display_lrm", action="store_true",
+                      help="show the learning-rate multipliers of learning layers")
     draw.add_argument("--debug", action="store_true")
     draw.set_defaults(run=cmd_draw)
     return parser

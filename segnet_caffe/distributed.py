@@ -34,6 +34,7 @@ from .logs import get_logger
 DEFAULT_TIMEOUT_S = 1800
 WORKER_ENVIRONMENT = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 _job = {}   # set by init_process: rank, world_size, local_rank, backend, sync_bn, timeout_s
+_pycaffe_position = {}  # rank / world_size a pycaffe script set (caffe.set_solver_rank/count)
 
 
 # ----- where this process stands -----------------------------------------------------------------
@@ -49,11 +50,17 @@ def in_job():
 
 
 def rank():
-    return _job.get("rank", 0)
+    return _job.get("rank", _pycaffe_position.get("rank", 0))
 
 
 def world_size():
-    return _job.get("world_size", 1)
+    return _job.get("world_size", _pycaffe_position.get("world_size", 1))
+
+
+def set_pycaffe_position(**position):
+    """A pycaffe multi-process script's own rank / world_size for this process: they choose its
+    data shard and whether it is the root solver, without joining a torch.distributed job."""
+    _pycaffe_position.update(position)
 
 
 def is_root():

@@ -8,7 +8,9 @@ format, with the schema in `proto/caffe.proto`); this module adds what Caffe add
   CONVOLUTION }` to `layer { type: "Convolution" }`, legacy data-layer transformation
   fields to `transform_param`, legacy net inputs (`input` + `input_shape` / `input_dim`) to
   an "Input" layer named "input", and 3-parameter BatchNorm layers to lr_mult 0;
-* blob <-> numpy conversion with Caffe's shape rules, and atomic file writes.
+* blob <-> numpy conversion with Caffe's shape rules, and atomic file writes;
+* the rest of pycaffe's caffe.io, under its names: BlobProtoVector strings here, Datums from
+  `datum`, and images and the Transformer from `preprocessing`.
 
 Paths are used as given: like Caffe, relative paths resolve against the working directory.
 """
@@ -24,14 +26,18 @@ from google.protobuf import text_format
 from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError
 
+from .datum import array_to_datum, datum_to_array, decode_datum
 from .errors import CaffeError
+from .preprocessing import Transformer, load_image, oversample, resize_image
 from .proto import caffe_pb2
 
 __all__ = [
     "caffe_pb2", "parse_text", "read_prototxt", "read_net_prototxt", "read_solver_prototxt",
     "parse_net_text", "upgrade_net", "read_caffemodel", "read_solverstate", "read_binaryproto",
     "write_binaryproto", "blobproto_to_array", "array_to_blobproto", "atomic_write_bytes",
-    "stale_temporary_files", "write_caffemodel", "write_prototxt",
+    "stale_temporary_files", "write_caffemodel", "write_prototxt", "BlobProtoError",
+    "arraylist_to_blobprotovector_str", "blobprotovector_str_to_arraylist", "array_to_datum",
+    "datum_to_array", "decode_datum", "Transformer", "load_image", "oversample", "resize_image",
 ]
 
 
@@ -291,11 +297,16 @@ def _upgrade_net_input(net, source):
 
 # --------------------------------------------------------------------------- binary
 
-def read_caffemodel(path):
+def _is_hdf5(path, hdf5):
+    """Caffe chooses the HDF5 layout by the `.h5` extension unless the caller says which."""
+    return os.fspath(path).endswith(".h5") if hdf5 is None else hdf5
+
+
+def read_caffemodel(path, hdf5=None):
     """Read a binary NetParameter (a .caffemodel: layer definitions with their blobs) and
-    upgrade it (see `upgrade_net`: old caffemodels hold V1 `layers`). A `.h5` file is read in
-    Caffe's HDF5 layout (layer names and blobs only)."""
-    if os.fspath(path).endswith(".h5"):
+    upgrade it (see `upgrade_net`: old caffemodels hold V1 `layers`). An HDF5 file (`.h5`, or
+    `hdf5=True`) is read in Caffe's HDF5 layout (layer names and blobs only)."""
+    if _is_hdf5(path, hdf5):
         return _read_hdf5_caffemodel(os.fspath(path))
     net = _read_binary(path, caffe_pb2.NetParameter(), "NetParameter")
     _upgrade_net_in_place(net, os.fspath(path))
@@ -437,19 +448,27 @@ def _looks_like_text(data):
     return ""
 
 
-def blobproto_to_array(blob, return_diff=False, name="BlobProto"):
-    """A BlobProto's data (or diff) as a float32 numpy array of the blob's shape.
+class BlobProtoError(CaffeError, ValueError):
+    """A BlobProto whose values do not fill its shape: a CaffeError, and a ValueError as
+    pycaffe's blobproto_to_array raises (numpy's reshape)."""
 
-    Shape as Caffe's Blob::FromProto: (num, channels, height, width) when any legacy 4-D field
-    is set, else `shape.dim`. Values from `double_data` when present, else `data` (likewise
-    double_diff / diff). A blob written without diff gives zeros for `return_diff=True` (a
-    fresh Caffe blob's diff). `name` names the blob in errors."""
+
+def blobproto_to_array(blob, return_diff=False, name="BlobProto"):
+    """A BlobProto's data (or diff) as a float32 numpy array of the blob's shape (pycaffe's,
+    with a `name` for the blob in errors).
+
+    Shape as Caffe's Blob::FromProto and pycaffe: (num, channels, height, width) when any legacy
+    4-D field is set, else `shape.dim` (no shape: a 0-d array of the one value). Values that do
+    not fill the shape raise BlobProtoError, a ValueError as pycaffe's. Where pycaffe differs:
+    it returns float64 (Caffe's blobs are float32, as here) and ignores `double_data` /
+    `double_diff`, which are read here when present; a blob written without diff gives zeros
+    for `return_diff=True` (a fresh Caffe blob's diff), where pycaffe raises ValueError."""
     if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
         shape = (blob.num, blob.channels, blob.height, blob.width)
     else:
         shape = tuple(blob.shape.dim)
     if any(d < 0 for d in shape):
-        raise CaffeError(f"{name}: negative dimension in shape {shape}")
+        raise BlobProtoError(f"{name}: negative dimension in shape {shape}")
     count = math.prod(shape)
     kind = "diff" if return_diff else "data"
     doubles = blob.double_diff if return_diff else blob.double_data
@@ -457,8 +476,8 @@ def blobproto_to_array(blob, return_diff=False, name="BlobProto"):
     if return_diff and not len(values):
         return np.zeros(shape, dtype=np.float32)
     if len(values) != count:
-        raise CaffeError(f"{name}: shape {shape} holds {count} values but the blob has "
-                         f"{len(values)} {kind} values")
+        raise BlobProtoError(f"{name}: shape {shape} holds {count} values but the blob has "
+                             f"{len(values)} {kind} values")
     dtype = np.float64 if values is doubles else np.float32
     return np.fromiter(values, dtype=dtype, count=count).astype(np.float32).reshape(shape)
 
@@ -485,6 +504,27 @@ def _as_float32(values):
     if hasattr(values, "detach"):  # a torch tensor
         values = values.detach().cpu().numpy()
     return np.asarray(values, dtype=np.float32)
+
+
+def arraylist_to_blobprotovector_str(arraylist):
+    """The arrays as a serialized BlobProtoVector (bytes), each as array_to_blobproto writes it
+    (pycaffe's)."""
+    vector = caffe_pb2.BlobProtoVector()
+    vector.blobs.extend(array_to_blobproto(array) for array in arraylist)
+    return vector.SerializeToString()
+
+
+def blobprotovector_str_to_arraylist(str):  # noqa: A002  pycaffe's parameter name
+    """The arrays of a serialized BlobProtoVector (pycaffe's), as blobproto_to_array gives
+    them; bytes that are not one raise protobuf's DecodeError, as in pycaffe."""
+    vector = caffe_pb2.BlobProtoVector()
+    try:
+        vector.ParseFromString(str)
+    except DecodeError as error:
+        raise DecodeError(f"blobprotovector_str_to_arraylist: not a serialized BlobProtoVector "
+                          f"({error})") from None
+    return [blobproto_to_array(blob, name=f"BlobProtoVector blob {i}")
+            for i, blob in enumerate(vector.blobs)]
 
 
 # ---------------------------------------------------------------------------- writes
@@ -554,12 +594,13 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
-def write_caffemodel(path, net_param):
-    """Write a NetParameter as a binary .caffemodel, atomically."""
+def write_caffemodel(path, net_param, hdf5=None):
+    """Write a NetParameter as a binary .caffemodel, atomically; in Caffe's HDF5 layout
+    (parameters only) for a `.h5` path or `hdf5=True`."""
     if not isinstance(net_param, caffe_pb2.NetParameter):
         raise TypeError(f"write_caffemodel needs a caffe_pb2.NetParameter, got "
                         f"{type(net_param).__name__}")
-    if os.fspath(path).endswith(".h5"):  # Caffe's HDF5 layout: parameters only
+    if _is_hdf5(path, hdf5):
         atomic_write_bytes(path, _hdf5_bytes(path, lambda f: _fill_hdf5_caffemodel(f, net_param)))
     else:
         atomic_write_bytes(path, net_param.SerializeToString())

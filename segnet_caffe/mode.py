@@ -6,7 +6,7 @@ from .errors import CaffeError
 from .logs import get_logger
 
 _state = {"mode": "cpu", "device_id": 0, "caffe_accumulation": False, "channels_last": None,
-          "compact_masks": True, "data_prefetch": True,
+          "compact_masks": True, "data_prefetch": True, "gpu_fallback_warned": False,
           "bf16": False, "bf16_without_native_support": False, "bf16_declined": False}
 
 
@@ -16,10 +16,19 @@ def set_mode_cpu():
 
 
 def set_mode_gpu():
-    """Run every net on the CUDA device chosen by set_device (Caffe::set_mode(Caffe::GPU))."""
+    """Run every net on the CUDA device chosen by set_device (Caffe::set_mode(Caffe::GPU)).
+
+    Without CUDA the nets stay on the CPU and one warning says so: every SegNet tutorial script
+    calls set_mode_gpu(), and a user trying them on a laptop wants results, not the abort of
+    Caffe's CPU-only build (as `solver_mode: GPU` falls back in `segnet-caffe train`).
+    """
     if not torch.cuda.is_available():
-        raise CaffeError("GPU mode requested but CUDA is not available on this machine "
-                         "(torch.cuda.is_available() is False); use set_mode_cpu()")
+        if not _state["gpu_fallback_warned"]:
+            get_logger().warning("set_mode_gpu(): CUDA is not available on this machine: "
+                                 "computing on the CPU")
+            _state["gpu_fallback_warned"] = True
+        _state["mode"] = "cpu"
+        return
     _state["mode"] = "gpu"
     torch.backends.cudnn.benchmark = True  # cuDNN picks the fastest kernels for each shape
 

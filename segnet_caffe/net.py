@@ -16,6 +16,7 @@ from .blob import Blob
 from .errors import BadLabelsError, CaffeError
 from .layers import create_layer
 from .proto import caffe_pb2
+from .pycaffe_net import PycaffeNetMethods
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
@@ -153,7 +154,7 @@ class _LearnableParam:
         self.decay_mult = spec.decay_mult
 
 
-class Net:
+class Net(PycaffeNetMethods):
     """A Caffe network, constructed like pycaffe's.
 
     Net(model, phase), Net(model, weights, phase) or Net(model, phase, weights=...), where
@@ -504,12 +505,10 @@ class Net:
                     self._saved.pop(i, None)
                     with torch.no_grad():
                         tops = self._layer_forward(layer, bottoms, **folded[i])
-                elif record and self._layer_need_backward[i]:
-                    # Each layer's graph starts at its own bottoms: backward runs layer by layer.
-                    leaves = [b.detach().requires_grad_(need and b.is_floating_point())
-                              for b, need in zip(bottoms, self._bottom_need_backward[i])]
-                    tops = self._layer_forward(layer, leaves, overwrite)
-                    self._saved[i] = (leaves, tops)
+                elif (record and self._layer_need_backward[i]
+                      and not layer.backward_reads_bottom_blob):
+                    self._saved[i] = self._record_forward(i, overwrite)
+                    tops = self._saved[i][1]
                 else:
                     self._saved.pop(i, None)
                     with torch.no_grad():
@@ -529,6 +528,29 @@ class Net:
                 if weight:
                     loss += weight * float(self.blobs[name].tensor().detach().sum())
         return loss
+
+    def _record_forward(self, index, overwrite=False):
+        """(bottom leaves, tops): layer `index` run from its bottom blobs with its autograd
+        graph recorded. Each layer's graph starts at its own bottoms: backward runs layer by
+        layer, as Caffe's."""
+        bottoms = [self.blobs[b].tensor() for b in self.param.layer[index].bottom]
+        leaves = [b.detach().requires_grad_(need and b.is_floating_point())
+                  for b, need in zip(bottoms, self._bottom_need_backward[index])]
+        with torch.enable_grad():
+            return leaves, self._layer_forward(self.layers[index], leaves, overwrite)
+
+    def _recomputed_graph(self, index):
+        """For a backward with no recorded forward (none yet, one without gradients, or a layer
+        that `backward_reads_bottom_blob`): Caffe's backward reads the blobs as they are, so the
+        layer is recomputed from its bottom blobs (an in-place layer's bottom blob holds its
+        top, as in Caffe) without writing its tops back. A layer without bottoms (a data layer: rerunning it would read
+        the next batch) gets None: it has nothing to backpropagate into."""
+        if not self.param.layer[index].bottom:
+            if any(self._param_need_backward[index]):
+                raise CaffeError(f'layer "{self._layer_names[index]}": backward() of its '
+                                 "parameters needs a forward() with gradients enabled first")
+            return None
+        return self._record_forward(index)
 
     def _layer_forward(self, layer, bottoms, overwrite=False, **kwargs):
         """layer.forward, or with `overwrite` its in_place_activation over bottom 0, under
@@ -604,10 +626,10 @@ class Net:
                     i in chain for chain in self._folds.values())):
                 raise CaffeError(f'layer "{layer.name}": folded by fold_bn(), it has no backward; '
                                  "call net.unfold_bn() and forward() again to backpropagate")
-            if i not in self._saved:
-                raise CaffeError(f'layer "{layer.name}": backward() needs a forward() of this layer '
-                                 "with gradients enabled first")
-            leaves, tops = self._saved[i]
+            graph = self._saved[i] if i in self._saved else self._recomputed_graph(i)
+            if graph is None:
+                continue
+            leaves, tops = graph
             names = self.param.layer[i]
             outputs, grads = [], []
             for name, top in zip(names.top, tops):
@@ -634,7 +656,7 @@ class Net:
                     raise self._out_of_memory_error(i, "backward") from None
                 raise layer.failure(error, "run backward") from error
             if not keep_graph:
-                del self._saved[i]
+                self._saved.pop(i, None)
             for (name, leaf), grad in zip(bottom_targets, results):
                 self.blobs[name].set_diff_tensor(torch.zeros_like(leaf) if grad is None else grad)
             for blob, grad in zip(param_targets, results[len(bottom_targets):]):
@@ -691,9 +713,11 @@ class Net:
             param.blob.diff_tensor().zero_()
 
     # ----- weights -----------------------------------------------------------------------------
-    def copy_from(self, weights):
-        """Copy parameters by layer name from a .caffemodel (path or NetParameter), shape-checked."""
-        source = weights if isinstance(weights, caffe_pb2.NetParameter) else io.read_caffemodel(str(weights))
+    def copy_from(self, weights, hdf5=None):
+        """Copy parameters by layer name from a .caffemodel (path or NetParameter), shape-checked;
+        a path in Caffe's HDF5 layout when it ends in .h5 or `hdf5` is true."""
+        source = (weights if isinstance(weights, caffe_pb2.NetParameter)
+                  else io.read_caffemodel(str(weights), hdf5=hdf5))
         where = "<NetParameter>" if isinstance(weights, caffe_pb2.NetParameter) else str(weights)
         copied, ignored = [], []
         for source_layer in source.layer:

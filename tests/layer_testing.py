@@ -1,8 +1,10 @@
 """Helpers for layer tests: build one-layer nets from prototxt text, check gradients numerically."""
+import json
+
 import numpy as np
 import torch
 
-from segnet_caffe import io
+from segnet_caffe import io, set_random_seed
 from segnet_caffe.layers import create_layer
 from segnet_caffe.net import Net
 
@@ -100,3 +102,21 @@ def _adopt_ties(net, bottom, mask_top, theirs, rtol, atol):
         f"{int(ours[differ][worst])}")
     net.blobs[mask_top].data[...] = theirs
     return int(differ.sum())
+
+
+def check_resume_gives_the_same_batch(make_net):
+    """A data layer's saved state (through JSON, as in a snapshot) makes a new net, built under
+    another seed, read the batch the first net reads next."""
+    set_random_seed(2)
+    net = make_net()
+    for _ in range(3):
+        net.forward()
+    state = json.loads(json.dumps(net.layers[0].state()))
+    net.forward()
+    expected = net.blobs["data"].data.copy(), net.blobs["label"].data.copy()
+    set_random_seed(99)
+    resumed = make_net()
+    resumed.layers[0].load_state(state)
+    resumed.forward()
+    np.testing.assert_array_equal(resumed.blobs["data"].data, expected[0])
+    np.testing.assert_array_equal(resumed.blobs["label"].data, expected[1])

@@ -1,6 +1,5 @@
 """Data layers: DenseImageData (SegNet fork) and ImageData (BVLC), on tiny PNGs written here, and
 the DenseImageData fixtures recorded from real SegNet Caffe."""
-import json
 from pathlib import Path
 
 import cv2
@@ -10,7 +9,7 @@ import torch
 
 import segnet_caffe as caffe
 from segnet_caffe import CaffeError, io
-from tests.layer_testing import net_from_text
+from tests.layer_testing import check_resume_gives_the_same_batch, net_from_text
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA_FIXTURES = SHARED / "conformance" / "data"
@@ -169,19 +168,8 @@ def test_dense_state_resumes_the_data_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_pairs(tmp_path, 5)
     write_list(tmp_path, [f"img/{i}.png lab/{i}.png" for i in range(5)])
-    caffe.set_random_seed(2)
-    net = dense_net("list.txt", dense="shuffle: true mirror: true", batch_size=2)
-    for _ in range(3):
-        net.forward()
-    state = json.loads(json.dumps(net.layers[0].state()))  # it must survive a JSON snapshot
-    net.forward()
-    expected = net.blobs["data"].data.copy(), net.blobs["label"].data.copy()
-    caffe.set_random_seed(99)
-    resumed = dense_net("list.txt", dense="shuffle: true mirror: true", batch_size=2)
-    resumed.layers[0].load_state(state)
-    resumed.forward()
-    np.testing.assert_array_equal(resumed.blobs["data"].data, expected[0])
-    np.testing.assert_array_equal(resumed.blobs["label"].data, expected[1])
+    check_resume_gives_the_same_batch(
+        lambda: dense_net("list.txt", dense="shuffle: true mirror: true", batch_size=2))
 
 
 def test_dense_prefetch_decodes_ahead_with_the_same_batches_and_resume(tmp_path, monkeypatch):

@@ -445,9 +445,19 @@ def test_python_layer_errors(user_module, python_param, message):
                         f"python_param {{ {python_param.format(m=user_module)} }}", [(1,)])
 
 
-def test_python_layer_wraps_user_exceptions(user_module):
-    layer = layer_from_text(f'name: "p" type: "Python" bottom: "x" top: "y" '
-                            f'python_param {{ module: "{user_module}" layer: "Cube" }}', [(2,)])
-    layer.user.forward = lambda bottom, top: 1 / 0
-    with pytest.raises(CaffeError, match='"p" .*forward raised ZeroDivisionError'):
-        layer.forward([rand(2)])
+def test_python_layer_user_exceptions_reach_the_caller_as_themselves(user_module):
+    """As in pycaffe (BVLC's test_python_layer checks RuntimeError from setup), with a note
+    naming the layer."""
+    text = (f'force_backward: true input: "x" input_shape {{ dim: 2 }} '
+            f'layer {{ name: "p" type: "Python" '
+            f'bottom: "x" top: "y" python_param {{ module: "{user_module}" layer: "Cube" }} }}')
+    net = net_from_text(text, phase="TRAIN")
+    net.layers[1].user.forward = lambda bottom, top: 1 / 0
+    with pytest.raises(ZeroDivisionError) as raised:
+        net.forward()
+    assert raised.value.__notes__ == ['raised by the forward of the Python class of layer "p"']
+    net.layers[1].user.forward = lambda bottom, top: None
+    net.layers[1].user.backward = lambda top, propagate_down, bottom: {}["missing"]
+    net.forward()
+    with pytest.raises(KeyError):
+        net.backward(y=np.ones((2,), np.float32))

@@ -1,6 +1,7 @@
 """Net mechanics: phases, splits, in-place tops, loss weights, propagate_down, sharing, weights."""
 import numpy as np
 import pytest
+import torch
 
 import segnet_caffe as caffe
 from segnet_caffe import io
@@ -303,7 +304,73 @@ def test_blob_views_are_live_and_reshape():
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the behaviour without CUDA")
-def test_set_mode_gpu_without_cuda_is_a_clear_error():
-    with pytest.raises(caffe.CaffeError, match="CUDA is not available"):
-        caffe.set_mode_gpu()
+def test_set_mode_gpu_without_cuda_falls_back_to_the_cpu_with_one_warning(log_messages, monkeypatch):
+    monkeypatch.setitem(caffe.mode._state, "gpu_fallback_warned", False)
+    caffe.set_mode_gpu()
+    caffe.set_mode_gpu()
     assert caffe.mode.mode() == "cpu"
+    assert caffe.mode.device().type == "cpu"
+    assert log_messages == ["set_mode_gpu(): CUDA is not available on this machine: computing on the CPU"]
+
+
+# ----- in-place layers: Caffe's backward reads the overwritten bottom blob ----------------------
+def in_place_net(layer_text, then_relu=False):
+    relu = ('layer { name: "r" type: "ReLU" bottom: "x1" top: "x1" }' if then_relu else "")
+    return net_from_text(f"""
+        force_backward: true
+        input: "x" input_shape {{ dim: 2 dim: 3 dim: 2 dim: 2 }}
+        layer {{ name: "copy" type: "Power" bottom: "x" top: "x1" }}
+        layer {{ name: "l" bottom: "x1" top: "x1" {layer_text} }}
+        {relu}""", phase="TRAIN")
+
+
+def run_in_place(net, x, dy):
+    net.blobs["x"].data[...] = x
+    net.forward()
+    net.blobs["x1"].diff[...] = dy
+    net.backward()
+    return net.blobs["x"].diff.copy()
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_in_place_power_differentiates_at_the_top_as_caffe(recorded):
+    """PowerLayer::Backward_cpu reads bottom_data, which an in-place forward overwrote."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.5, 2.0, (2, 3, 2, 2)).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    net = in_place_net('type: "Power" power_param { power: 2 scale: 0.5 shift: 1 }')
+    if recorded:
+        dx = run_in_place(net, x, dy)
+    else:  # backward without a recorded graph reads the same blobs
+        with torch.no_grad():
+            net.blobs["x"].data[...] = x
+            net.forward()
+        net.blobs["x1"].diff[...] = dy
+        net.backward()
+        dx = net.blobs["x"].diff.copy()
+    y = (1 + 0.5 * x) ** 2
+    np.testing.assert_allclose(dx, dy * 2 * 0.5 * (1 + 0.5 * y), rtol=1e-5)
+
+
+def test_in_place_absval_passes_the_gradient_unsigned_as_caffe():
+    x = np.linspace(-2, 2, 24).astype(np.float32).reshape(2, 3, 2, 2)
+    dy = np.ones_like(x)
+    dx = run_in_place(in_place_net('type: "AbsVal"'), x, dy)
+    np.testing.assert_array_equal(dx, np.where(x != 0, 1.0, 0.0))  # sign(|x|), not sign(x)
+
+
+def test_in_place_bn_inference_scale_gradient_reads_the_overwritten_blob():
+    """BNLayer (INFERENCE)::Backward_cpu: scale_diff = sum(bottom_data * top_diff), and SegNet
+    runs BN in place followed by an in-place ReLU: bottom_data is relu(scale * x + shift)."""
+    net = in_place_net('type: "BN" bn_param { bn_mode: INFERENCE scale_filler { type: "constant" '
+                       'value: 2 } shift_filler { type: "constant" value: -1 } }', then_relu=True)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 3, 2, 2)).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    dx = run_in_place(net, x, dy)
+    y = 2 * x - 1
+    dy_bn = dy * (y > 0)
+    scale_diff = (np.maximum(y, 0) * dy_bn).sum(axis=(0, 2, 3))
+    np.testing.assert_allclose(net.params["l"][0].diff.ravel(), scale_diff, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.params["l"][1].diff.ravel(), dy_bn.sum(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(dx, 2 * dy_bn, rtol=1e-6)

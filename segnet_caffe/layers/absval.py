@@ -11,8 +11,11 @@ class AbsValLayer(NeuronLayer):
 
     Parameters: none.
     Forward: y = |x|.
-    Backward: dx = sign(x) * dy (0 at x = 0).
+    Backward: dx = sign(x) * dy (0 at x = 0), x read from the bottom blob in backward: run in
+    place, Caffe's AbsValLayer reads |x| there, so dx = dy wherever x != 0; so do we.
     """
+
+    backward_reads_bottom_blob = True
 
     def apply(self, x):
         return torch.abs(x)

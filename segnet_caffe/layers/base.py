@@ -33,6 +33,11 @@ class BaseLayer:
     # in place on that top in the prototxt and has an in_place_activation overwrites it, as
     # Caffe's in-place layers do, instead of writing a new map.
     backward_reads_top = True
+    # Whether Caffe's backward reads the bottom blob's data as it finds it then, keeping no copy
+    # of its own. A later in-place layer may have overwritten that blob (or this layer itself,
+    # run in place): Caffe then differentiates at the overwritten values, and so does the Net,
+    # which recomputes such a layer from its bottom blobs in backward.
+    backward_reads_bottom_blob = False
 
     def __init__(self, param, phase):
         self.param = param

@@ -20,7 +20,7 @@ class BNLayer(BaseLayer):
 
     Parameters: bn_param.bn_mode (LEARN | INFERENCE), bn_param.scale_filler / shift_filler (constant 0); blobs: scale, shift, each 1xCx1x1.
     Forward: LEARN (TRAIN and TEST alike): y = scale * (x - mu) / sqrt(var + 1e-9) + shift, mu = E[x], var = E[x^2] - E[x]^2 over (N, H, W) (in a training net of a --sync_bn job over every process's batch), optional tops mu, var; INFERENCE: y = scale * x + shift.
-    Backward: LEARN: dx = scale / sqrt(var + eps) * (dy - mean(dy) - x_norm * mean(dy * x_norm)), dscale = sum(dy * x_norm), dshift = sum(dy); INFERENCE: dx = scale * dy, dscale = sum(dy * x); the diffs of the mu/var tops are ignored and parameter diffs are overwritten, not accumulated.
+    Backward: LEARN: dx = scale / sqrt(var + eps) * (dy - mean(dy) - x_norm * mean(dy * x_norm)), dscale = sum(dy * x_norm), dshift = sum(dy); INFERENCE: dx = scale * dy, dscale = sum(dy * x) with x read from the bottom blob in backward (the fork keeps no copy: run in place, as SegNet's nets run BN, x is the overwritten top y, or what a later in-place ReLU left there); the diffs of the mu/var tops are ignored and parameter diffs are overwritten, not accumulated.
     """
 
     backward_reads_top = False
@@ -35,6 +35,8 @@ class BNLayer(BaseLayer):
             raise self.error(f"needs a bottom of 2 to 4 axes (N, C[, H, W]), got {tuple(shape)}")
         p = self.param.bn_param
         self.learn = p.bn_mode == caffe_pb2.BNParameter.LEARN
+        # LEARN's backward reads only its own saved x_norm; INFERENCE's reads the bottom blob.
+        self.backward_reads_bottom_blob = not self.learn
         fields = p.DESCRIPTOR.fields_by_name
         self.eps = p.eps if "eps" in fields and p.HasField("eps") else FORK_EPS
         if not p.HasField("scale_filler") and "scale_filler" not in _warned:

@@ -11,8 +11,12 @@ class PowerLayer(NeuronLayer):
 
     Parameters: power_param.power (1), power_param.scale (1), power_param.shift (0).
     Forward: y = (shift + scale * x) ^ power.
-    Backward: dx = dy * power * scale * (shift + scale * x) ^ (power - 1).
+    Backward: dx = dy * power * scale * (shift + scale * x) ^ (power - 1), x read from the
+    bottom blob in backward: run in place, Caffe's PowerLayer reads the top there (it keeps no
+    copy of x), and so do we.
     """
+
+    backward_reads_bottom_blob = True
 
     def setup(self, bottom_shapes):
         p = self.param.power_param

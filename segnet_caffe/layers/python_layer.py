@@ -22,16 +22,29 @@ from . import register_layer
 from .base import BaseLayer
 from .. import mode
 from ..blob import Blob
-from ..errors import CaffeError
+
+
+class BlobVec(list):
+    """pycaffe's BlobVec: a layer's parameter blobs, with `add_blob(*shape)` to create one."""
+
+    def add_blob(self, *shape):
+        """Append a zero-filled Blob of `shape` (ints, as pycaffe's add_blob takes them)."""
+        blob = Blob(tuple(int(d) for d in shape))
+        blob.tensor()
+        self.append(blob)
+        return blob
 
 
 class Layer:
     """pycaffe's `caffe.Layer`: subclass it and override setup, reshape, forward and backward.
 
     Attributes set before `setup` is called: `param_str` (python_param.param_str), `phase`
-    (caffe.TRAIN or caffe.TEST) and `name` (the layer's name). `bottom` and `top` are lists of
-    `segnet_caffe.Blob` whose `.data` / `.diff` numpy arrays the methods read and write; `reshape`
-    calls `top[i].reshape(...)`.
+    (caffe.TRAIN or caffe.TEST), `name` (the layer's name) and `blobs`, the layer's parameter
+    blobs (`self.blobs.add_blob(*shape)` in setup creates one: the net saves, loads, shares and
+    updates them like any layer's; the class's backward writes their diffs). `bottom` and `top`
+    are lists of `segnet_caffe.Blob` whose `.data` / `.diff` numpy arrays the methods read and
+    write; `reshape` calls `top[i].reshape(...)`. An exception the class raises reaches the
+    caller as itself, as in pycaffe, with a note naming the layer.
     """
 
     param_str = ""
@@ -100,6 +113,9 @@ class PythonLayer(BaseLayer):
 
     bottom_count = (0, None)
     top_count = (0, None)
+    # The user's exceptions reach the caller as themselves (pycaffe's behaviour), not as a
+    # CaffeError: the Net wraps none of them.
+    FAILURES = ()
 
     def setup(self, bottom_shapes):
         param = self.param.python_param
@@ -125,6 +141,7 @@ class PythonLayer(BaseLayer):
         user.param_str = param.param_str
         user.phase = self.phase
         user.name = self.name
+        user.blobs = self.blobs = BlobVec()
         self.user = user
         self.bottom_blobs = [Blob(shape) for shape in bottom_shapes]
         # An in-place top is the bottom's Blob itself, as in Caffe.
@@ -137,11 +154,9 @@ class PythonLayer(BaseLayer):
     def _call(self, method, what, *args):
         try:
             return method(*args)
-        except CaffeError:
-            raise
         except Exception as exc:
-            raise self.error(f"the Python class's {what} raised {type(exc).__name__}: "
-                             f"{exc}") from exc
+            exc.add_note(f'raised by the {what} of the Python class of layer "{self.name}"')
+            raise
 
     def reshape(self, bottom_shapes):
         for blob, shape in zip(self.bottom_blobs, bottom_shapes):
