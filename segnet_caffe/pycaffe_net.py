@@ -13,6 +13,34 @@ class PycaffeNetMethods:
     """Mixed into Net: needs its blobs, inputs, outputs, layers, forward, backward, to_proto and
     copy_from."""
 
+    # pycaffe's underscored views of the C++ net, which client code reads too.
+    @property
+    def _blob_names(self):
+        return list(self.blobs)
+
+    @property
+    def _blobs(self):
+        return list(self.blobs.values())
+
+    @property
+    def _blob_loss_weights(self):
+        return [self.blob_loss_weights.get(name, 0.0) for name in self.blobs]
+
+    @property
+    def _inputs(self):
+        return [self._blob_names.index(name) for name in self.inputs]
+
+    @property
+    def _outputs(self):
+        return [self._blob_names.index(name) for name in self.outputs]
+
+    def _top_ids(self, index):
+        return [self._blob_names.index(name) for name in self.top_names[self._layer_names[index]]]
+
+    def _bottom_ids(self, index):
+        return [self._blob_names.index(name)
+                for name in self.bottom_names[self._layer_names[index]]]
+
     def forward_all(self, blobs=None, **kwargs):
         """Run forward over input arrays of any length, in batches of the net's batch size.
 

@@ -378,6 +378,15 @@ class Solver:
         return scores
 
     # ----- update ------------------------------------------------------------------------------
+    @property
+    def lr(self):
+        """The learning rate of the next update (pycaffe's SGDSolver.lr)."""
+        return learning_rate(self.param, self.iter, self.current_step)[0]
+
+    def share_weights(self, net):
+        """Make `net` compute with the training net's parameters (pycaffe's share_weights)."""
+        net.share_with(self.net)
+
     def apply_update(self):
         """Caffe's ApplyUpdate: rate, clipping, then normalise/regularise/update each parameter."""
         rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)

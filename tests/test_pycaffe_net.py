@@ -173,3 +173,27 @@ def test_solver_rank_and_count_choose_the_data_shard(monkeypatch):
     assert (caffe.solver_rank(), caffe.solver_count()) == (3, 4)
     assert distributed.data_shard() == (3, 4)
     assert not distributed.in_job() and not distributed.is_root()
+
+
+def test_solver_lr_and_share_weights(tmp_path):
+    (tmp_path / "net.prototxt").write_text(MEMORY_NET)
+    (tmp_path / "solver.prototxt").write_text(
+        f'net: "{tmp_path / "net.prototxt"}" base_lr: 0.1 lr_policy: "step" gamma: 0.5 '
+        'stepsize: 2 max_iter: 10 display: 0 snapshot_after_train: false')
+    solver = caffe.get_solver(str(tmp_path / "solver.prototxt"))
+    solver.net.set_input_arrays(np.ones((2, 1, 2, 3), np.float32), np.zeros(2, np.float32))
+    assert solver.lr == pytest.approx(0.1)
+    solver.step(2)
+    assert solver.lr == pytest.approx(0.05)
+    other = net_from_text(MEMORY_NET, phase="TEST")
+    solver.share_weights(other)
+    assert other.params["ip"][0] is solver.net.params["ip"][0]
+
+
+def test_underscored_views_of_the_net_that_client_code_reads():
+    net = net_from_text(MEMORY_NET, phase="TRAIN")
+    assert net._blob_names == ["data", "label", "ip", "loss"]
+    assert [b is net.blobs[n] for b, n in zip(net._blobs, net._blob_names)] == [True] * 4
+    assert net._blob_loss_weights == [0.0, 0.0, 0.0, 1.0]
+    assert net._inputs == [] and net._outputs == [3]
+    assert net._top_ids(0) == [0, 1] and net._bottom_ids(2) == [2, 1]
