@@ -21,6 +21,7 @@ class Blob:
         self._data = None
         self._diff = None
         self._host = {}  # 'data' / 'diff' -> numpy mirror handed out while no zero-copy view exists
+        self._viewed = {}  # 'data' / 'diff' -> the CPU tensor whose memory a handed-out view shares
         self._user_values = None
 
     # ----- engine side -------------------------------------------------------------------------
@@ -90,10 +91,45 @@ class Blob:
             self.set_tensor(self._user_values(self._data))
         tensor = self._synced(which)
         if tensor.device.type == "cpu" and tensor.dtype == torch.float32:
-            return tensor.detach().numpy()
+            if tensor.grad_fn is not None:  # a layer's output its graph keeps: view a copy
+                tensor = tensor.detach().clone()
+                setattr(self, "_" + which, tensor)
+            self._viewed[which] = tensor.detach()
+            return self._viewed[which].numpy()
         mirror = tensor.detach().to("cpu", torch.float32).numpy()
         self._host[which] = mirror
         return mirror
+
+    def graph_input(self):
+        """The data as a tensor an autograd graph may keep: a copy where a handed-out numpy view
+        shares its memory, which keep_views() writes later."""
+        tensor = self.tensor().detach()
+        viewed = self._viewed.get("data")
+        if viewed is not None and viewed.data_ptr() == tensor.data_ptr():
+            return tensor.clone()
+        return tensor
+
+    def keep_views(self):
+        """Make numpy views handed out earlier see the values the engine has written since
+        (pycaffe's blob memory: `d = net.blobs["prob"].data` before forward() holds the new
+        probabilities after it). Layers write new tensors, so where a view's memory is no longer
+        the blob's, the new values are copied into it and it becomes the blob's memory again.
+        A reshape gives new memory, as in pycaffe. The Net calls this after forward / backward;
+        views of CUDA blobs are host copies, current when taken."""
+        for which, viewed in list(self._viewed.items()):
+            current = getattr(self, "_" + which)
+            if current is None or current.data_ptr() == viewed.data_ptr():
+                continue
+            if tuple(current.shape) != tuple(viewed.shape) or current.device.type != "cpu":
+                del self._viewed[which]
+                continue
+            if which == "data" and self._user_values is not None:
+                current, self._user_values = self._user_values(current), None
+            with torch.no_grad():
+                viewed.copy_(current)
+            setattr(self, "_" + which, viewed)
+            if which == "data":
+                self._dtype = viewed.dtype
 
     # ----- pycaffe side ------------------------------------------------------------------------
     @property
@@ -152,6 +188,7 @@ class Blob:
         if shape != self._shape:
             self._shape = shape
             self._host.clear()
+            self._viewed.clear()
             self._data = None
             self._diff = None
             self._user_values = None

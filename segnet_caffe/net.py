@@ -533,8 +533,8 @@ class Net(PycaffeNetMethods):
         """(bottom leaves, tops): layer `index` run from its bottom blobs with its autograd
         graph recorded. Each layer's graph starts at its own bottoms: backward runs layer by
         layer, as Caffe's."""
-        bottoms = [self.blobs[b].tensor() for b in self.param.layer[index].bottom]
-        leaves = [b.detach().requires_grad_(need and b.is_floating_point())
+        bottoms = [self.blobs[b].graph_input() for b in self.param.layer[index].bottom]
+        leaves = [b.requires_grad_(need and b.is_floating_point())
                   for b, need in zip(bottoms, self._bottom_need_backward[index])]
         with torch.enable_grad():
             return leaves, self._layer_forward(self.layers[index], leaves, overwrite)
@@ -676,6 +676,7 @@ class Net(PycaffeNetMethods):
         outputs = (self.top_names[end] if end is not None else self.outputs) + wanted
         self._assign(kwargs, self.inputs, "forward(): input blob", "data")
         self.forward_range(start_index, end_index)
+        self.keep_views()
         return {name: self.blobs[name].data for name in dict.fromkeys(outputs)}
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):
@@ -686,7 +687,13 @@ class Net(PycaffeNetMethods):
         outputs = (self.bottom_names[end] if end is not None else self.inputs) + wanted
         self._assign(kwargs, self.outputs, "backward(): top diff", "diff")
         self.backward_range(start_index, end_index)
+        self.keep_views()
         return {name: self.blobs[name].diff for name in dict.fromkeys(outputs)}
+
+    def keep_views(self):
+        """Let numpy views of the blobs taken earlier see the values written since (Blob.keep_views)."""
+        for blob in self.blobs.values():
+            blob.keep_views()
 
     def _assign(self, values, expected, what, field):
         """Write keyword arrays into the named blobs' data or diff, pycaffe's checks first."""

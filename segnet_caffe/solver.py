@@ -230,6 +230,7 @@ class Solver:
         last = len(self.net.layers) - 1
         loss = self.net.forward_range(0, last)
         self.net.backward_range(last, 0, keep_graph=False)
+        self.net.keep_views()
         return loss
 
     def step(self, iters):

@@ -197,3 +197,33 @@ def test_underscored_views_of_the_net_that_client_code_reads():
     assert net._blob_loss_weights == [0.0, 0.0, 0.0, 1.0]
     assert net._inputs == [] and net._outputs == [3]
     assert net._top_ids(0) == [0, 1] and net._bottom_ids(2) == [2, 1]
+
+
+def test_a_view_taken_before_forward_sees_its_values_as_in_pycaffe():
+    """pycaffe hands out the blob's own memory: `prob = net.blobs["y"].data` before forward()
+    holds the new values after it, and a diff view the new diffs after backward()."""
+    net = net_from_text(IP_NET)
+    y_view, x_diff_view = net.blobs["y"].data, net.blobs["x"].diff
+    x = np.random.default_rng(5).normal(size=(3, 4)).astype(np.float32)
+    for scale in (1.0, 2.0):
+        net.forward(x=scale * x)
+        np.testing.assert_allclose(y_view, ip_reference(net, scale * x), rtol=1e-5, atol=1e-6)
+        net.backward(y=np.ones((3, 2), np.float32))
+        np.testing.assert_allclose(x_diff_view, np.ones((3, 2)) @ net.params["ip"][0].data, rtol=1e-6)
+    assert net.blobs["y"].data.__array_interface__["data"][0] == y_view.__array_interface__["data"][0]
+    net.blobs["x"].reshape(5, 4)
+    net.forward()
+    assert net.blobs["y"].data.shape == (5, 2) and y_view.shape == (3, 2)  # new memory
+
+
+def test_a_view_of_a_pooling_mask_sees_the_next_mask():
+    net = net_from_text('input: "x" input_shape { dim: 1 dim: 1 dim: 2 dim: 2 } '
+                        'layer { name: "p" type: "Pooling" bottom: "x" top: "p" top: "m" '
+                        'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }')
+    mask = None
+    for argmax in (3, 1):
+        x = np.zeros((1, 1, 2, 2), np.float32)
+        x.flat[argmax] = 1
+        net.forward(x=x)
+        mask = net.blobs["m"].data if mask is None else mask
+        assert float(mask.ravel()[0]) == argmax
