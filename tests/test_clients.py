@@ -60,6 +60,7 @@ def tutorial_solver(tmp_path, model, batch_size=1, solver_mode=None, max_iter=No
 
 
 def check_one_step(tmp_path, model):
+    """One step of the tutorial's solver: a forward and backward of its train net and an update."""
     solver = caffe.get_solver(str(tutorial_solver(tmp_path, model)))  # solver_mode: GPU, no CUDA
     conv = next(iter(solver.net.params.values()))[0]
     before = conv.data.copy()
@@ -70,14 +71,9 @@ def check_one_step(tmp_path, model):
     assert 11 in solver.net.blobs["label"].data  # the void label the Accuracy layers count
 
 
-@pytest.mark.parametrize("model", ["segnet_basic", "bayesian_segnet_basic"])
+@pytest.mark.parametrize("model", ["segnet_basic", "bayesian_segnet_basic", "segnet",
+                                   "bayesian_segnet"])
 def test_tutorial_solver_steps_on_camvid(tmp_path, model):
-    check_one_step(tmp_path, model)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("model", ["segnet", "bayesian_segnet"])
-def test_tutorial_vgg_solver_steps_on_camvid(tmp_path, model):
     check_one_step(tmp_path, model)
 
 
