@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 import segnet_caffe as caffe
-from segnet_caffe import datasets, evaluate, mode, plots
+from segnet_caffe import cli, datasets, evaluate, mode, plots
 
 
 def parse_args(argv):
@@ -158,8 +158,7 @@ def run_on_images(args, out):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        if args.gpu:
-            caffe.set_mode_gpu()
+        cli.choose_device("0" if args.gpu else "")  # an explicit --gpu needs CUDA
         mode.set_bf16(args.bf16)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from . import coord_map, draw, io  # pycaffe's caffe.coord_map, caffe.draw (heav
 from .blob import Blob
 from .classifier import Classifier
 from .detector import Detector
+from .engine_options import EngineOptions, options
 from .errors import CaffeError
 from .layers.python_layer import Layer
 from .mode import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
@@ -23,9 +24,9 @@ from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, 
 __version__ = "0.1.0"
 
 __all__ = ["AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "Blob", "CaffeError", "Classifier",
-           "Detector", "Layer",
+           "Detector", "EngineOptions", "Layer",
            "NCCL", "NesterovSolver", "Timer", "has_nccl", "init_log", "layer_type_list", "log",
            "set_multiprocess", "set_solver_count", "set_solver_rank", "solver_count",
            "solver_rank", "Net", "NetSpec", "RMSPropSolver", "SGDSolver", "TEST", "TRAIN",
-           "caffe_pb2", "coord_map", "draw", "get_solver", "io", "layers", "params",
+           "caffe_pb2", "coord_map", "draw", "get_solver", "io", "layers", "options", "params",
            "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed", "to_proto"]

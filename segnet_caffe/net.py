@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import torch
 
-from . import io, mode
+from . import engine_options, io, mode
 from .blob import Blob
 from .errors import BadLabelsError, CaffeError
 from .layers import create_layer
@@ -161,10 +161,12 @@ class Net(PycaffeNetMethods):
     `model` is a prototxt path or a NetParameter and `weights` a .caffemodel path; optional
     `level` and `stages` select layers by their NetStateRules, and `source` names a
     NetParameter in errors (the file it came from). An error in the definition is a CaffeError
-    that starts with the prototxt's name.
+    that starts with the prototxt's name. `options` (an EngineOptions; by default
+    engine_options.current()) says how the net computes, for its whole life.
     """
 
-    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=(), source=None):
+    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=(), source=None,
+                 options=None):
         if len(args) == 2:
             weights, phase = args
         elif len(args) == 1:
@@ -187,10 +189,12 @@ class Net(PycaffeNetMethods):
         self.name = net_param.name
         self.force_backward = net_param.force_backward
         self._device = mode.device()
+        self.options = options if options is not None else engine_options.current()
         if not net_param.layer:
             raise CaffeError(f"{self.source}: the net defines no layers")
         try:
-            self._build(insert_splits(filter_net(net_param, state)))
+            with engine_options.use(self.options):  # its layers get the net's options
+                self._build(insert_splits(filter_net(net_param, state)))
         except CaffeError as error:
             if str(error).startswith(self.source):
                 raise
@@ -488,6 +492,10 @@ class Net(PycaffeNetMethods):
         Layers that need a gradient record their autograd graph unless the caller disabled
         gradients (torch.no_grad()), which is how tests and inference skip that cost.
         """
+        with self.options.kernels():
+            return self._run_forward(start, end)
+
+    def _run_forward(self, start, end):
         self._ensure_device()
         record = torch.is_grad_enabled()
         folded, skipped = self._folded_in(start, end)
@@ -554,10 +562,10 @@ class Net(PycaffeNetMethods):
 
     def _layer_forward(self, layer, bottoms, overwrite=False, **kwargs):
         """layer.forward, or with `overwrite` its in_place_activation over bottom 0, under
-        bfloat16 autocast when mode.set_bf16 is on (layers that keep float32, losses and scores,
+        bfloat16 autocast when the net's options compute bfloat16 (layers that keep float32, losses and scores,
         get float32 bottoms instead)."""
         forward = layer.forward_over_bottom if overwrite else layer.forward
-        if not mode.bf16(self._device):
+        if not self.options.computes_bf16(self._device):
             return forward(bottoms, **kwargs)
         if not layer.low_precision:
             return forward([b.float() if b.is_floating_point() else b for b in bottoms], **kwargs)
@@ -617,6 +625,10 @@ class Net(PycaffeNetMethods):
         layers do; Split layers sum) and adds its parameter gradients to the parameter diffs.
         `keep_graph=False` frees each layer's graph as it goes (the solver's path).
         """
+        with self.options.kernels():
+            self._run_backward(start, end, keep_graph)
+
+    def _run_backward(self, start, end, keep_graph):
         self._ensure_device()
         for i in range(start, end - 1, -1):
             if not self._layer_need_backward[i]:

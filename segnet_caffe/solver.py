@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import distributed, io, mode
+from . import distributed, engine_options, io, mode
 from .errors import CaffeError
 from .logs import get_logger
 from .net import Net
@@ -99,6 +99,7 @@ class Solver:
 
     def __init__(self, solver, weights=None, source=None):
         self.param, self.source = read_solver(solver, source)
+        self.options = engine_options.current()  # the engine options of all its nets
         self.log = get_logger()
         if self.param.random_seed >= 0:
             mode.set_random_seed(self.param.random_seed)
@@ -129,7 +130,8 @@ class Solver:
 
     def _build_net(self, net_param, phase, state_rule, source):
         state = self._net_state(phase, state_rule)
-        return Net(net_param, phase, level=state.level, stages=list(state.stage), source=source)
+        return Net(net_param, phase, level=state.level, stages=list(state.stage), source=source,
+                   options=self.options)
 
     def _read_net(self, path):
         if not os.path.exists(path):

@@ -19,12 +19,12 @@ def seeded_fillers():
 def default_engine_switches():
     """Every test starts from the engine's default switches (segnet_caffe.mode), whatever the
     test before it set."""
-    from segnet_caffe import mode
+    from segnet_caffe import engine_options, mode
 
-    saved = dict(mode._state)
+    saved, saved_options = dict(mode._state), engine_options.current()
     yield
     mode._state.update(saved)
-    mode.set_caffe_accumulation(saved["caffe_accumulation"])  # it also sets a torch switch
+    engine_options.set_default(**vars(saved_options))
 
 
 @pytest.fixture(autouse=True)

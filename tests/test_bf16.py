@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from segnet_caffe import cli, hardware, mode
+from segnet_caffe import cli, engine_options, hardware, mode
 from test_inference_options import NET
 from layer_testing import net_from_text
 
@@ -74,7 +74,7 @@ def test_a_cpu_without_native_bfloat16_computes_in_float32_and_says_so_once(monk
     """PyTorch's bfloat16 fallback on such CPUs (AVX2 only) is hundreds of times slower than
     float32: --bf16 must not lead there silently."""
     monkeypatch.setattr(hardware, "native_bfloat16", lambda: False)
-    monkeypatch.setitem(mode._state, "bf16_declined", False)
+    monkeypatch.setattr(engine_options, "_warned", set())
     mode.set_bf16(True)
     net = net_from_text(TRAIN_NET, phase="TRAIN")
     net.forward()
@@ -83,5 +83,8 @@ def test_a_cpu_without_native_bfloat16_computes_in_float32_and_says_so_once(monk
     assert len(log_messages) == 1 and "no native bfloat16 (AVX512_BF16 or AMX)" in log_messages[0]
     assert mode.bf16("cuda")  # a GPU computes bfloat16 natively
     mode.set_bf16(True, without_native_support=True)
+    net.forward()
+    assert net.blobs["c1"].tensor().dtype == torch.float32  # a net keeps the options it was built with
+    net = net_from_text(TRAIN_NET, phase="TRAIN")
     net.forward()
     assert net.blobs["c1"].tensor().dtype == torch.bfloat16

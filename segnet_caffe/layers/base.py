@@ -1,6 +1,7 @@
 """BaseLayer: Caffe's Layer contract (LayerSetUp, Reshape, Forward, Backward) on torch tensors."""
 import torch
 
+from .. import engine_options
 from ..errors import CaffeError
 
 
@@ -44,6 +45,7 @@ class BaseLayer:
         self.phase = phase
         self.name = param.name
         self.blobs = []
+        self.options = engine_options.current()  # a Net builds its layers under its own
 
     @property
     def type(self):

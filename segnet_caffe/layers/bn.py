@@ -7,7 +7,6 @@ from ._common import learnable_blob, param_like
 from .base import BaseLayer
 from .. import distributed
 from ..logs import get_logger
-from ..mode import caffe_accumulation
 from ..proto import caffe_pb2
 
 FORK_EPS = 1e-9  # the fork's var_eps_, hard-coded in BNLayer::LayerSetUp
@@ -62,7 +61,7 @@ class BNLayer(BaseLayer):
             stats = [x.new_zeros((1, channels, 1, 1)) for _ in self.param.top[1:]]
             return [torch.addcmul(shift, x, scale)] + stats
         synchronised = self.phase == caffe_pb2.TRAIN and distributed.sync_batch_stats()
-        if caffe_accumulation() or synchronised or x.numel() == channels:
+        if self.options.caffe_accumulation or synchronised or x.numel() == channels:
             # The fork's own formulas: for Caffe's arithmetic order (set_caffe_accumulation),
             # for statistics over every process's batch (--sync_bn), and for one value per
             # channel (the fork outputs exactly the shift; PyTorch's kernel, dividing rounding

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from . import register_layer
-from .. import mode
 from ._common import canonical_axis, learnable_blob, param_like
 from .base import BaseLayer
 
@@ -172,7 +171,7 @@ class ConvolutionLayer(ConvolutionBase):
                 a, b = (t.to(device=x.device, dtype=x.dtype) for t in channel_affine)
                 weight = weight * a.reshape((-1,) + (1,) * (weight.dim() - 1))
                 bias = b if bias is None else torch.addcmul(b, bias, a)
-            if x.dim() == 4 and mode.channels_last() and not mode.caffe_accumulation():
+            if x.dim() == 4 and self.options.convolves_channels_last(x.device):
                 x = x.contiguous(memory_format=torch.channels_last)
                 weight = weight.contiguous(memory_format=torch.channels_last)
             top = conv(x, weight, bias, g.stride, g.pad, g.dilation, g.group)

@@ -310,8 +310,8 @@ class ListDataLayer(BaseLayer):
         return arrays
 
     def _prefetch(self, k):
-        """Start decoding batch k in the background thread (mode.set_data_prefetch)."""
-        if mode.data_prefetch():
+        """Start decoding batch k in the background thread (EngineOptions.data_prefetch)."""
+        if self.options.data_prefetch:
             self._cache = (self.order, k, _PREFETCH.submit(self.load_batch, k))
 
     def reshape(self, bottom_shapes):

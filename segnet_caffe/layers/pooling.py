@@ -5,7 +5,6 @@ import torch.nn.functional as F
 from . import register_layer
 from ._pool_mask import TiledMaxPool, caffe_index, tiles
 from .base import BaseLayer
-from .. import mode
 from ..proto import caffe_pb2
 
 MAX = caffe_pb2.PoolingParameter.MAX
@@ -122,7 +121,7 @@ class PoolingLayer(BaseLayer):
         return tops
 
     def _max(self, x, kernel, pooled, fast):
-        if self.compact_mask and mode.compact_masks() and tiles(kernel, self.stride, self.pad):
+        if self.compact_mask and self.options.compact_masks and tiles(kernel, self.stride, self.pad):
             # One byte per pooled element (the maximum's offset in its window) for backward and
             # for the mask top; Caffe's mask is computed when a user reads the blob.
             y, offsets = TiledMaxPool.apply(x, kernel)
