@@ -15,6 +15,7 @@ from . import engine_options, io, mode
 from .blob import Blob
 from .errors import BadLabelsError, CaffeError
 from .layers import create_layer
+from .logs import get_logger
 from .proto import caffe_pb2
 from .pycaffe_net import PycaffeNetMethods
 
@@ -190,11 +191,11 @@ class Net(PycaffeNetMethods):
         self.force_backward = net_param.force_backward
         self._device = mode.device()
         self.options = options if options is not None else engine_options.current()
-        if not net_param.layer:
-            raise CaffeError(f"{self.source}: the net defines no layers")
         try:
+            included = insert_splits(filter_net(net_param, state))
+            self._say_if_empty(net_param, included)
             with engine_options.use(self.options):  # its layers get the net's options
-                self._build(insert_splits(filter_net(net_param, state)))
+                self._build(included)
         except CaffeError as error:
             if str(error).startswith(self.source):
                 raise
@@ -203,10 +204,25 @@ class Net(PycaffeNetMethods):
             self.copy_from(weights)
 
     # ----- construction ------------------------------------------------------------------------
+    def _say_if_empty(self, net_param, included):
+        """Caffe builds an empty net without a word; it is almost surely the wrong file."""
+        if not net_param.layer:
+            get_logger().warning(f"{self.source}: the net defines no layers: it is empty")
+        elif not included.layer:
+            get_logger().warning(f"{self.source}: no layer of the net is included in the "
+                                 f"{caffe_pb2.Phase.Name(self.phase)} phase: it is empty")
+
+    def _say_if_names_repeat(self):
+        """Caffe allows two layers of one name: weights copy into the first of them, and
+        pycaffe's layer_dict and params show the last. Almost surely a mistake: say so."""
+        repeated = sorted({n for n in self._layer_names if self._layer_names.count(n) > 1})
+        if repeated:
+            names = ", ".join(f'"{name}"' for name in repeated)
+            get_logger().warning(f"{self.source}: several layers are named {names}: weights are "
+                                 "copied into the first of each and net.params / layer_dict "
+                                 "hold the last, as in Caffe; give each layer its own name")
+
     def _build(self, param):
-        if not param.layer:
-            raise CaffeError(f"{self.source}: no layer of the net is included in the "
-                             f"{caffe_pb2.Phase.Name(self.phase)} phase")
         self.param = param
         self.blobs = OrderedDict()
         self.layers = []
@@ -228,9 +244,6 @@ class Net(PycaffeNetMethods):
         available = OrderedDict()
         param_owner = {}              # shared param name -> index into self.learnable_params
         for index, layer_param in enumerate(param.layer):
-            if layer_param.name in self.top_names:
-                raise CaffeError(f'{self.source}: two layers are named "{layer_param.name}" '
-                                 "(layer names must be unique: weights are matched by name)")
             layer = create_layer(layer_param, self.phase)
             layer.check_counts()
             if layer_param.propagate_down and len(layer_param.propagate_down) != len(layer_param.bottom):
@@ -288,6 +301,7 @@ class Net(PycaffeNetMethods):
             self._force_backward(blob_need_backward)
         self.outputs = sorted(available)  # Caffe walks a std::set: outputs come in name order
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
+        self._say_if_names_repeat()
         self.params = OrderedDict((layer.name, layer.blobs) for layer in self.layers if layer.blobs)
 
     def _may_overwrite(self, layer, layer_param):
@@ -740,7 +754,7 @@ class Net(PycaffeNetMethods):
         where = "<NetParameter>" if isinstance(weights, caffe_pb2.NetParameter) else str(weights)
         copied, ignored = [], []
         for source_layer in source.layer:
-            layer = self.layer_dict.get(source_layer.name)
+            layer = self._first_layer_named(source_layer.name)
             if layer is None or not source_layer.blobs:
                 if source_layer.blobs:
                     ignored.append(source_layer.name)
@@ -762,6 +776,10 @@ class Net(PycaffeNetMethods):
             copied.append(layer.name)
         return copied, ignored
 
+    def _first_layer_named(self, name):
+        """The first layer of that name, as Caffe's weight copying and sharing find it."""
+        return next((layer for layer in self.layers if layer.name == name), None)
+
     def to_proto(self, write_diff=False):
         """The net as a NetParameter with its parameter blobs (Caffe's Net::ToProto)."""
         out = caffe_pb2.NetParameter()
@@ -781,9 +799,9 @@ class Net(PycaffeNetMethods):
 
     def share_with(self, other):
         """Use `other`'s parameter blobs in the layers of the same name (Caffe's ShareTrainedLayersWith)."""
-        for layer in self.layers:
-            source = other.layer_dict.get(layer.name)
-            if source is None or not source.blobs:
+        for source in other.layers:
+            layer = self._first_layer_named(source.name)
+            if layer is None or not source.blobs:
                 continue
             if len(source.blobs) != len(layer.blobs):
                 raise CaffeError(f'layer "{layer.name}": {len(source.blobs)} parameter blobs in '

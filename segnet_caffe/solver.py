@@ -78,8 +78,9 @@ def read_solver(solver, source=None):
                          f'{", ".join(LR_POLICIES)}')
     if param.lr_policy == "step" and param.stepsize <= 0:
         raise CaffeError(f"{source}: lr_policy step needs a positive stepsize, got {param.stepsize}")
-    if param.max_iter <= 0:
-        raise CaffeError(f"{source}: max_iter must be positive, got {param.max_iter}")
+    if param.max_iter <= 0:  # Caffe trains no iteration, then snapshots and tests
+        get_logger().warning(f"{source}: max_iter is {param.max_iter}: solve() runs no "
+                             "training iteration (as Caffe); set max_iter to train")
     if solver_type(param) not in SOLVERS:
         raise CaffeError(f'{source}: unknown solver type "{solver_type(param)}"; known: '
                          f'{", ".join(SOLVERS)}')
@@ -325,7 +326,7 @@ class Solver:
             self.log.info(f"Restoring previous solver status from {resume_file}")
             self.restore(resume_file)
         self._check_snapshot_prefix()
-        self.step(self.param.max_iter - self.iter)
+        self.step(max(0, self.param.max_iter - self.iter))
         p = self.param
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()

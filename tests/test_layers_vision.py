@@ -456,8 +456,28 @@ def test_upsample_in_a_net_after_pooling():
     assert net.blobs["x"].diff.sum() == mask.size and not net.blobs["m"].diff.any()
 
 
+def test_upsample_with_a_lone_upsample_h_uses_the_scale_and_says_so(log_messages):
+    """The fork reads upsample_h/upsample_w only when both are set; else its scale (2)."""
+    layer = upsample_layer("upsample_h: 7", (1, 1, 4, 5))
+    assert layer.reshape([(1, 1, 4, 5)] * 2) == [(1, 1, 8, 10)]
+    assert len(log_messages) == 1 and "one alone is ignored" in log_messages[0]
+
+
+def test_convolution_kernel_less_than_a_stride_past_the_input_gives_caffes_one_output():
+    """Caffe's (in + 2 pad - extent) / stride + 1 truncates toward zero: 4 + 0 - 5 over stride
+    2 is 0, so one output whose window reads zeros past the input (im2col)."""
+    x = rand(1, 1, 4, 4, seed=2)
+    layer = layer_from_text('name: "c" type: "Convolution" bottom: "x" top: "y" convolution_param '
+                            '{ num_output: 1 kernel_size: 5 stride: 2 bias_term: false }',
+                            [x.shape])
+    weight = rand(1, 1, 5, 5, seed=3)
+    layer.blobs[0].data[...] = weight
+    (y,) = forward(layer, x)
+    assert y.shape == (1, 1, 1, 1)
+    np.testing.assert_allclose(y.ravel(), (weight[0, 0, :4, :4] * x[0, 0]).sum(), rtol=1e-5)
+
+
 UPSAMPLE_ERRORS = [
-    ("upsample_h: 7", "both upsample_h and upsample_w"),
     ("upsample_h: 1 upsample_w: 4", "must be > 1"),
     ("scale: 1", "scale must be > 1"),
     ("scale: 3 pad_out_h: true", "pad_out_h needs scale_h == 2"),

@@ -24,8 +24,6 @@ class AccuracyLayer(BaseLayer):
         p = self.param.accuracy_param
         self.top_k, self.axis = p.top_k, p.axis
         self.ignore_label = p.ignore_label if p.HasField("ignore_label") else None
-        if self.top_k < 1:
-            raise self.error(f"top_k must be at least 1, got {self.top_k}")
 
     _said_unknown_labels = False
 

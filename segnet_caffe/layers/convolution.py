@@ -149,23 +149,37 @@ class ConvolutionLayer(ConvolutionBase):
     def weight_shape(self, g):
         return (g.num_output, g.channels // g.group) + g.kernel
 
+    def _kernel_beyond_input(self, shape):
+        """How far the kernel reaches past the padded input along each spatial axis. Caffe's
+        output size (in + 2 pad - extent) / stride + 1 truncates toward zero, so a kernel less
+        than a stride too large still gives one output, its window reading zeros past the
+        input (im2col); a larger one gives no output, an error."""
+        g = self.geometry
+        beyond = []
+        for i in range(g.num_spatial):
+            size, padded = shape[2 + i], shape[2 + i] + 2 * g.pad[i]
+            extra = max(0, g.extent(i) - padded)
+            if extra >= g.stride[i]:
+                raise self.error(f"the kernel ({g.extent(i)} along spatial axis {i}, kernel "
+                                 f"{g.kernel[i]} dilation {g.dilation[i]}) is larger than the "
+                                 f"padded input ({padded} = {size} + 2 * pad {g.pad[i]}) by at "
+                                 f"least the stride {g.stride[i]}: no output; use a smaller "
+                                 "kernel, more padding or a larger input")
+            beyond.append(extra)
+        return beyond
+
     def forward(self, bottoms, channel_affine=None, activation=None):
         """`channel_affine` (a, b): compute a[o] * conv + b[o] by scaling the filters and bias
         instead; `activation`: then apply it to the output in place (the layers after it folded
         in by Net.fold_bn)."""
         self.check_bottoms(bottoms)
         g = self.geometry
-        shape = tuple(bottoms[0].shape)
-        for i in range(g.num_spatial):
-            size, padded = shape[2 + i], shape[2 + i] + 2 * g.pad[i]
-            if g.extent(i) > padded:
-                raise self.error(f"the kernel ({g.extent(i)} along spatial axis {i}, kernel "
-                                 f"{g.kernel[i]} dilation {g.dilation[i]}) is larger than the "
-                                 f"padded input ({padded} = {size} + 2 * pad {g.pad[i]}); use a "
-                                 f"smaller kernel, more padding or a larger input")
+        beyond = self._kernel_beyond_input(tuple(bottoms[0].shape))
         conv = _CONV[g.num_spatial]
         tops = []
         for x in bottoms:
+            if any(beyond):  # Caffe's one output window, reading zeros past the input
+                x = torch.nn.functional.pad(x, [p for extra in reversed(beyond) for p in (0, extra)])
             weight, bias = self.weights(x)
             if channel_affine is not None:
                 a, b = (t.to(device=x.device, dtype=x.dtype) for t in channel_affine)

@@ -3,6 +3,7 @@ import torch
 
 from . import register_layer
 from .base import BaseLayer
+from ..logs import get_logger
 
 
 class _ProdUnstable(torch.autograd.Function):
@@ -43,8 +44,11 @@ class EltwiseLayer(BaseLayer):
         if self.coeff and len(self.coeff) != len(self.param.bottom):
             raise self.error(f"eltwise_param gives {len(self.coeff)} coeff values for "
                              f"{len(self.param.bottom)} bottoms: give one per bottom or none")
-        if self.coeff and self.op != "SUM":
-            raise self.error(f"coeff applies only to operation SUM, not {self.op}: remove it")
+        if self.coeff and self.op == "PROD":  # Caffe CHECK-fails here
+            raise self.error("coeff applies only to operation SUM, not PROD: remove it")
+        if self.coeff and self.op == "MAX":  # Caffe ignores them
+            get_logger().warning(f'layer "{self.name}" (Eltwise): coeff is ignored by operation '
+                                 "MAX, as in Caffe: remove it")
         if not self.coeff:
             self.coeff = [1.0] * len(self.param.bottom)
         self.stable_prod_grad = param.stable_prod_grad

@@ -24,9 +24,12 @@ class UpsampleLayer(BaseLayer):
 
     def setup(self, bottom_shapes):
         p = self.param.upsample_param
-        if p.HasField("upsample_h") or p.HasField("upsample_w"):
-            if not (p.HasField("upsample_h") and p.HasField("upsample_w")):
-                raise self.error("give both upsample_h and upsample_w")
+        if p.HasField("upsample_h") != p.HasField("upsample_w"):
+            # The fork reads the size only when both are set; otherwise it uses scale.
+            get_logger().warning(f'layer "{self.name}" (Upsample): upsample_h and upsample_w are '
+                                 "used only together; one alone is ignored (the scale applies), "
+                                 "as in the fork: give both")
+        if p.HasField("upsample_h") and p.HasField("upsample_w"):
             if p.upsample_h <= 1 or p.upsample_w <= 1:
                 raise self.error(f"upsample_h and upsample_w must be > 1, got "
                                  f"{p.upsample_h} x {p.upsample_w}")
