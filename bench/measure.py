@@ -245,16 +245,17 @@ def measure_data(family, settings, device):
     solver = caffe.get_solver(solver_param)
     if family.variant.prepare_net:
         family.variant.prepare_net(solver.net)
-    data_layer = solver.net.layers[0]
-    forward = data_layer.forward
-    waits = []
+    waits, started = [], []
 
-    def timed_forward(bottoms):
-        start = time.perf_counter()
-        tops = forward(bottoms)
-        waits.append((time.perf_counter() - start) * 1e3)
-        return tops
-    data_layer.forward = timed_forward
+    def start_clock(index):
+        if index == 0:  # the data layer
+            started.append(time.perf_counter())
+
+    def data_wait(index):
+        if index == 0:
+            waits.append((time.perf_counter() - started[-1]) * 1e3)
+    solver.net.before_forward(start_clock)
+    solver.net.after_forward(data_wait)
     figure = timed(lambda: solver.step(1), device, settings["warmup"], settings["reps_batch1"])
     figure["data_wait_ms"] = statistics.median(waits[settings["warmup"]:])
     figure["batch"] = 1

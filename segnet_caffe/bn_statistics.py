@@ -26,16 +26,20 @@ NORMALISING_TYPES = ("BN", "BatchNorm")
 
 
 class _StatisticsRecorder:
-    """Wraps a normalisation layer's forward to add up its bottom's batch statistics."""
+    """Adds up the batch statistics of a normalisation layer's bottom, read before the layer
+    runs (a net.before_forward callback: BN runs in place)."""
 
-    def __init__(self, layer):
-        self.layer, self.forward = layer, layer.forward
+    def __init__(self, net, index):
+        self.layer, self.index = net.layers[index], index
+        self.bottom = net.blobs[net.param.layer[index].bottom[0]]
         self.mean_sum = self.var_sum = None
         self.batches, self.pixels = 0, 0
-        layer.forward = self
+        net.before_forward(self)
 
-    def __call__(self, bottoms):
-        x = bottoms[0].detach().double()
+    def __call__(self, index):
+        if index != self.index:
+            return
+        x = self.bottom.tensor().detach().double()
         axes = (0,) + tuple(range(2, x.dim()))
         mean = x.mean(axes)
         var = (x * x).mean(axes) - mean * mean
@@ -43,7 +47,6 @@ class _StatisticsRecorder:
         self.var_sum = var if self.var_sum is None else self.var_sum + var
         self.batches += 1
         self.pixels = x.numel() // x.shape[1]
-        return self.forward(bottoms)
 
     def statistics(self):
         """Averaged mean and the unbiased averaged variance, as float64 numpy arrays."""
@@ -69,7 +72,7 @@ def compute_bn_statistics(train_prototxt, weights, iterations=None, progress=Tru
     """
     log = get_logger()
     net = Net(train_prototxt, TEST, weights=weights)
-    recorders = [_StatisticsRecorder(layer) for layer in net.layers
+    recorders = [_StatisticsRecorder(net, index) for index, layer in enumerate(net.layers)
                  if layer.type in NORMALISING_TYPES]
     if not recorders:
         raise CaffeError(f"{train_prototxt}: no BN or BatchNorm layer: nothing to compute")

@@ -191,6 +191,8 @@ class Net(PycaffeNetMethods):
         self.force_backward = net_param.force_backward
         self._device = mode.device()
         self.options = options if options is not None else engine_options.current()
+        self._callbacks = {"before_forward": [], "after_forward": [], "before_backward": [],
+                           "after_backward": []}
         try:
             included = insert_splits(filter_net(net_param, state))
             self._say_if_empty(net_param, included)
@@ -515,41 +517,47 @@ class Net(PycaffeNetMethods):
         folded, skipped = self._folded_in(start, end)
         loss = 0.0
         for i in range(start, end + 1):
+            self._run_callbacks("before_forward", i)
             if i in skipped:  # computed by the convolution it is folded into (in place)
                 self._saved.pop(i, None)
-                continue
-            layer = self.layers[i]
-            names = self.param.layer[i]
-            try:
-                bottoms = [self.blobs[b].tensor() for b in names.bottom]
-                overwrite = i in self._overwrites
-                if i in folded:
-                    self._saved.pop(i, None)
-                    with torch.no_grad():
-                        tops = self._layer_forward(layer, bottoms, **folded[i])
-                elif (record and self._layer_need_backward[i]
-                      and not layer.backward_reads_bottom_blob):
-                    self._saved[i] = self._record_forward(i, overwrite)
-                    tops = self._saved[i][1]
-                else:
-                    self._saved.pop(i, None)
-                    with torch.no_grad():
-                        tops = self._layer_forward(layer, bottoms, overwrite)
-            except BadLabelsError as error:
-                raise CaffeError(f"{error}; {self._label_origin(i, error)}") from None
-            except (MemoryError,) + layer.FAILURES as error:
-                if out_of_memory(error):
-                    raise self._out_of_memory_error(i, "forward") from None
-                raise layer.failure(error, "run forward",
-                                    [self.blobs[b].shape for b in names.bottom]) from error
-            for j, (name, top) in enumerate(zip(names.top, tops)):
-                if top is not None:
-                    self.blobs[name].set_tensor(top, layer.user_values(j))
-            for name in names.top:
-                weight = self.blob_loss_weights.get(name, 0.0)
-                if weight:
-                    loss += weight * float(self.blobs[name].tensor().detach().sum())
+            else:
+                loss += self._forward_layer(i, record, folded.get(i))
+            self._run_callbacks("after_forward", i)
         return loss
+
+    def _forward_layer(self, i, record, fold):
+        """Run layer i (with `fold`, the layers folded into it), write its tops; its loss."""
+        layer, names = self.layers[i], self.param.layer[i]
+        try:
+            tops = self._layer_tops(i, record, fold)
+        except BadLabelsError as error:
+            raise CaffeError(f"{error}; {self._label_origin(i, error)}") from None
+        except (MemoryError,) + layer.FAILURES as error:
+            if out_of_memory(error):
+                raise self._out_of_memory_error(i, "forward") from None
+            raise layer.failure(error, "run forward",
+                                [self.blobs[b].shape for b in names.bottom]) from error
+        for j, (name, top) in enumerate(zip(names.top, tops)):
+            if top is not None:
+                self.blobs[name].set_tensor(top, layer.user_values(j))
+        return sum(self.blob_loss_weights.get(name, 0.0)
+                   * float(self.blobs[name].tensor().detach().sum())
+                   for name in names.top if self.blob_loss_weights.get(name, 0.0))
+
+    def _layer_tops(self, i, record, fold):
+        """Layer i's tops, its autograd graph kept for backward when it is recorded."""
+        layer = self.layers[i]
+        overwrite = i in self._overwrites
+        if (fold is None and record and self._layer_need_backward[i]
+                and not layer.backward_reads_bottom_blob):
+            self._saved[i] = self._record_forward(i, overwrite)
+            return self._saved[i][1]
+        self._saved.pop(i, None)
+        bottoms = [self.blobs[b].tensor() for b in self.param.layer[i].bottom]
+        with torch.no_grad():
+            if fold is not None:
+                return self._layer_forward(layer, bottoms, **fold)
+            return self._layer_forward(layer, bottoms, overwrite)
 
     def _record_forward(self, index, overwrite=False):
         """(bottom leaves, tops): layer `index` run from its bottom blobs with its autograd
@@ -645,54 +653,84 @@ class Net(PycaffeNetMethods):
     def _run_backward(self, start, end, keep_graph):
         self._ensure_device()
         for i in range(start, end - 1, -1):
-            if not self._layer_need_backward[i]:
+            self._run_callbacks("before_backward", i)
+            if self._layer_need_backward[i]:
+                self._backward_layer(i, keep_graph)
+            self._run_callbacks("after_backward", i)
+
+    def _backward_layer(self, i, keep_graph):
+        """Layer i's bottom diffs (overwritten) and parameter diffs (added, or overwritten)."""
+        layer = self.layers[i]
+        if i not in self._saved and (i in self._folds or any(
+                i in chain for chain in self._folds.values())):
+            raise CaffeError(f'layer "{layer.name}": folded by fold_bn(), it has no backward; '
+                             "call net.unfold_bn() and forward() again to backpropagate")
+        graph = self._saved[i] if i in self._saved else self._recomputed_graph(i)
+        if graph is None:
+            return
+        leaves, tops = graph
+        names = self.param.layer[i]
+        outputs, grads = [], []
+        for name, top in zip(names.top, tops):
+            if top is not None and top.requires_grad:
+                outputs.append(top)
+                grads.append(self.blobs[name].diff_tensor().to(top.dtype))
+        bottom_targets = [(name, leaf) for name, leaf, need in
+                          zip(names.bottom, leaves, self._bottom_need_backward[i])
+                          if need and leaf.requires_grad]
+        param_targets = [blob for blob, need in zip(layer.blobs, self._param_need_backward[i])
+                         if need]
+        inputs = [leaf for _, leaf in bottom_targets] + [b.tensor() for b in param_targets]
+        if not outputs:  # nothing above depends on this layer (Silence): zero gradients
+            for name, leaf in bottom_targets:
+                self.blobs[name].set_diff_tensor(torch.zeros_like(leaf))
+            return
+        if not inputs:
+            return
+        try:
+            results = torch.autograd.grad(outputs, inputs, grads, allow_unused=True,
+                                          retain_graph=keep_graph)
+        except (MemoryError,) + layer.FAILURES as error:
+            if out_of_memory(error):
+                raise self._out_of_memory_error(i, "backward") from None
+            raise layer.failure(error, "run backward") from error
+        if not keep_graph:
+            self._saved.pop(i, None)
+        for (name, leaf), grad in zip(bottom_targets, results):
+            self.blobs[name].set_diff_tensor(torch.zeros_like(leaf) if grad is None else grad)
+        self._add_param_diffs(layer, param_targets, results[len(bottom_targets):])
+
+    @staticmethod
+    def _add_param_diffs(layer, blobs, grads):
+        for blob, grad in zip(blobs, grads):
+            if grad is None:
                 continue
-            layer = self.layers[i]
-            if i not in self._saved and (i in self._folds or any(
-                    i in chain for chain in self._folds.values())):
-                raise CaffeError(f'layer "{layer.name}": folded by fold_bn(), it has no backward; '
-                                 "call net.unfold_bn() and forward() again to backpropagate")
-            graph = self._saved[i] if i in self._saved else self._recomputed_graph(i)
-            if graph is None:
-                continue
-            leaves, tops = graph
-            names = self.param.layer[i]
-            outputs, grads = [], []
-            for name, top in zip(names.top, tops):
-                if top is not None and top.requires_grad:
-                    outputs.append(top)
-                    grads.append(self.blobs[name].diff_tensor().to(top.dtype))
-            bottom_targets = [(name, leaf) for name, leaf, need in
-                              zip(names.bottom, leaves, self._bottom_need_backward[i])
-                              if need and leaf.requires_grad]
-            param_targets = [blob for blob, need in zip(layer.blobs, self._param_need_backward[i])
-                             if need]
-            inputs = [leaf for _, leaf in bottom_targets] + [b.tensor() for b in param_targets]
-            if not outputs:  # nothing above depends on this layer (Silence): zero gradients
-                for name, leaf in bottom_targets:
-                    self.blobs[name].set_diff_tensor(torch.zeros_like(leaf))
-                continue
-            if not inputs:
-                continue
-            try:
-                results = torch.autograd.grad(outputs, inputs, grads, allow_unused=True,
-                                              retain_graph=keep_graph)
-            except (MemoryError,) + layer.FAILURES as error:
-                if out_of_memory(error):
-                    raise self._out_of_memory_error(i, "backward") from None
-                raise layer.failure(error, "run backward") from error
-            if not keep_graph:
-                self._saved.pop(i, None)
-            for (name, leaf), grad in zip(bottom_targets, results):
-                self.blobs[name].set_diff_tensor(torch.zeros_like(leaf) if grad is None else grad)
-            for blob, grad in zip(param_targets, results[len(bottom_targets):]):
-                if grad is None:
-                    continue
-                if layer.accumulates_param_diffs:
-                    diff = blob.diff_tensor()
-                    diff += grad
-                else:
-                    blob.set_diff_tensor(grad.detach().clone())
+            if layer.accumulates_param_diffs:
+                diff = blob.diff_tensor()
+                diff += grad
+            else:
+                blob.set_diff_tensor(grad.detach().clone())
+
+    # ----- Caffe's layer callbacks (pycaffe's Net.before_forward & co.) ------------------------
+    def before_forward(self, callback):
+        """Call callback(i) before layer i runs forward, as Caffe's Net::add_before_forward."""
+        self._callbacks["before_forward"].append(callback)
+
+    def after_forward(self, callback):
+        """Call callback(i) after layer i ran forward."""
+        self._callbacks["after_forward"].append(callback)
+
+    def before_backward(self, callback):
+        """Call callback(i) before layer i runs backward."""
+        self._callbacks["before_backward"].append(callback)
+
+    def after_backward(self, callback):
+        """Call callback(i) after layer i ran backward."""
+        self._callbacks["after_backward"].append(callback)
+
+    def _run_callbacks(self, when, index):
+        for callback in self._callbacks[when]:
+            callback(index)
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):
         """pycaffe's Net.forward: set inputs from kwargs, run start..end, return the outputs' data."""

@@ -227,3 +227,18 @@ def test_a_view_of_a_pooling_mask_sees_the_next_mask():
         net.forward(x=x)
         mask = net.blobs["m"].data if mask is None else mask
         assert float(mask.ravel()[0]) == argmax
+
+
+def test_layer_callbacks_run_around_each_layer_in_order():
+    """pycaffe's Net.before_forward & co. (Caffe's Net callbacks), called with the layer index."""
+    net = net_from_text(MEMORY_NET, phase="TRAIN")
+    net.set_input_arrays(np.ones((2, 1, 2, 3), np.float32), np.zeros(2, np.float32))
+    calls = []
+    for when in ("before_forward", "after_forward", "before_backward", "after_backward"):
+        getattr(net, when)(lambda i, when=when: calls.append((when, i)))
+    net.forward()
+    net.backward()
+    assert calls == [("before_forward", 0), ("after_forward", 0), ("before_forward", 1),
+                     ("after_forward", 1), ("before_forward", 2), ("after_forward", 2),
+                     ("before_backward", 2), ("after_backward", 2), ("before_backward", 1),
+                     ("after_backward", 1), ("before_backward", 0), ("after_backward", 0)]
