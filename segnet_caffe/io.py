@@ -529,6 +529,14 @@ def blobprotovector_str_to_arraylist(str):  # noqa: A002  pycaffe's parameter na
 
 # ---------------------------------------------------------------------------- writes
 
+def _no_fault(temporary, path):
+    """Nothing: the fault-injection point of atomic_write_bytes (tests/test_recovery.py makes a
+    process die there, between the complete temporary file and the rename)."""
+
+
+before_rename = _no_fault
+
+
 def atomic_write_bytes(path, data):
     """Write `data` to `path` atomically: a temporary file in the same folder, flushed and
     fsync'ed, then renamed over `path` (a reader sees the old file or the new one, never a
@@ -546,6 +554,7 @@ def atomic_write_bytes(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        before_rename(temp, path)
         os.replace(temp, path)
     except BaseException as error:
         try:

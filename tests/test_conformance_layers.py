@@ -1,13 +1,13 @@
 """Every layer fixture recorded from real SegNet Caffe, run through the public pycaffe-style API."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import segnet_caffe as caffe
+from tests.conftest import SHARED_DIR
 
-LAYERS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "layers"
+LAYERS_DIR = SHARED_DIR / "conformance" / "layers"
 FIXTURES = sorted(p.stem for p in LAYERS_DIR.glob("*.npz")) if LAYERS_DIR.is_dir() else []
 
 

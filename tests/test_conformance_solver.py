@@ -1,6 +1,5 @@
 """The tiny SegNet trained by real Caffe (SGD, step policy, snapshots, resume, iter_size 2)."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,9 +7,9 @@ import pytest
 from segnet_caffe import io
 from segnet_caffe.mode import set_caffe_accumulation
 from segnet_caffe.solver import get_solver
+from tests.conftest import SHARED_DIR
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SOLVER_DIR = SHARED / "conformance" / "solver"
+SOLVER_DIR = SHARED_DIR / "conformance" / "solver"
 pytestmark = pytest.mark.skipif(not SOLVER_DIR.is_dir(),
                                 reason=f"solver conformance fixtures not found at {SOLVER_DIR}")
 
@@ -30,7 +29,7 @@ def close(actual, expected, what, rtol=1e-4):
 
 def solver_in_shared(monkeypatch, tmp_path, name, prefix):
     """The fixture's solver, run from shared/ (its paths are relative to it), snapshotting to tmp."""
-    monkeypatch.chdir(SHARED)
+    monkeypatch.chdir(SHARED_DIR)
     param = io.read_solver_prototxt(str(SOLVER_DIR / name))
     param.snapshot_prefix = str(tmp_path / prefix)
     return get_solver(param)

@@ -2,7 +2,6 @@
 loops written from Caffe's C++ (not the torch calls the layers use), finite-difference gradient
 checks, and the parameter checks."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,9 @@ import torch
 
 from segnet_caffe.errors import CaffeError
 from layer_testing import check_layer_gradients, layer_from_text, net_from_text
+from tests.conftest import SHARED_DIR
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "layers"
+FIXTURES = SHARED_DIR / "conformance" / "layers"
 
 
 def rand(*shape, seed=0):

@@ -1,7 +1,6 @@
 """The report author's real weights, run through his own network (read from the .caffemodel),
 reproduce real Caffe's scores on his 100 test squares (../shared/conformance/seed/)."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +10,9 @@ import segnet_caffe as caffe
 from segnet_caffe import io
 from segnet_caffe.bn_statistics import compute_bn_statistics
 from segnet_caffe.net import remove_splits
+from tests.conftest import SHARED_DIR
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SEED = SHARED / "conformance" / "seed"
+SEED = SHARED_DIR / "conformance" / "seed"
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not SEED.is_dir(), reason=f"seed fixtures not found at {SEED}")]
 
@@ -37,8 +36,8 @@ def author_net_param(caffemodel, split):
         layer.ClearField("phase")
         if layer.type == "DenseImageData":
             data = layer.dense_image_data_param
-            data.source = str(SHARED / "data" / "seed_squares" / f"{split}.txt")
-            data.root_folder = str(SHARED / "data" / "seed_squares") + "/"
+            data.source = str(SHARED_DIR / "data" / "seed_squares" / f"{split}.txt")
+            data.root_folder = str(SHARED_DIR / "data" / "seed_squares") + "/"
             data.batch_size, data.shuffle = 1, False
     return param
 
@@ -60,7 +59,7 @@ def confusion_over_test_set(net, images=100):
 ])
 def test_seed_weights_reproduce_real_caffe(weights, bn_mode, record):
     expected = json.loads((SEED / record).read_text())
-    net = author_net(SHARED / "data" / "seed_models" / weights, bn_mode)
+    net = author_net(SHARED_DIR / "data" / "seed_models" / weights, bn_mode)
     confusion = confusion_over_test_set(net, expected["n"])
     global_accuracy = np.trace(confusion) / confusion.sum()
     iou = np.diag(confusion) / (confusion.sum(0) + confusion.sum(1) - np.diag(confusion))
@@ -77,9 +76,9 @@ def test_seed_weights_reproduce_real_caffe(weights, bn_mode, record):
 def test_bn_statistics_match_the_tutorial_procedure_run_in_real_caffe():
     """compute_bn_statistics over his 100 training squares gives the weights real Caffe's run of
     the tutorial procedure gave (../shared/conformance/bn_statistics)."""
-    weights = SHARED / "data" / "seed_models" / "manoj_basic_iter_100.caffemodel"
+    weights = SHARED_DIR / "data" / "seed_models" / "manoj_basic_iter_100.caffemodel"
     _, folded = compute_bn_statistics(author_net_param(weights, "train"), str(weights), progress=False)
-    reference = io.read_caffemodel(str(SHARED / "conformance" / "bn_statistics" /
+    reference = io.read_caffemodel(str(SHARED_DIR / "conformance" / "bn_statistics" /
                                        "recomputed_test_weights_py3.caffemodel"))
     ours = {layer.name: layer.blobs for layer in folded.layer}
     for layer in reference.layer:
