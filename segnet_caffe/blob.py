@@ -22,7 +22,6 @@ class Blob:
         self._diff = None
         self._host = {}  # 'data' / 'diff' -> numpy mirror handed out while no zero-copy view exists
         self._viewed = {}  # 'data' / 'diff' -> the CPU tensor whose memory a handed-out view shares
-        self._user_values = None
 
     # ----- engine side -------------------------------------------------------------------------
     def tensor(self):
@@ -33,14 +32,14 @@ class Blob:
         """The gradient as a float torch tensor of the blob's shape (zeros on first use)."""
         return self._synced("diff")
 
-    def set_tensor(self, tensor, user_values=None):
+    def set_tensor(self, tensor):
         """Make `tensor` the blob's data (a layer's new output); shape follows it.
 
-        `user_values`, when given, turns `tensor` (a compact engine form) into the values a
-        user sees: it is applied, and the result kept, the first time `.data` is read.
+        A compact engine form that describes itself (a tensor with `caffe_values()`, such as
+        Pooling's one-byte mask) is turned into the values Caffe's blob holds, and kept so, the
+        first time `.data` is read.
         """
         self._host.pop("data", None)
-        self._user_values = user_values
         self._data = tensor
         self._shape = tuple(tensor.shape)
         self._dtype = tensor.dtype
@@ -87,8 +86,8 @@ class Blob:
         return tensor
 
     def _numpy(self, which):
-        if which == "data" and self._user_values is not None:
-            self.set_tensor(self._user_values(self._data))
+        if which == "data" and hasattr(self._data, "caffe_values"):
+            self.set_tensor(self._data.caffe_values())
         tensor = self._synced(which)
         if tensor.device.type == "cpu" and tensor.dtype == torch.float32:
             if tensor.grad_fn is not None:  # a layer's output its graph keeps: view a copy
@@ -123,8 +122,8 @@ class Blob:
             if tuple(current.shape) != tuple(viewed.shape) or current.device.type != "cpu":
                 del self._viewed[which]
                 continue
-            if which == "data" and self._user_values is not None:
-                current, self._user_values = self._user_values(current), None
+            if which == "data" and hasattr(current, "caffe_values"):
+                current = current.caffe_values()
             with torch.no_grad():
                 viewed.copy_(current)
             setattr(self, "_" + which, viewed)
@@ -191,7 +190,6 @@ class Blob:
             self._viewed.clear()
             self._data = None
             self._diff = None
-            self._user_values = None
-
+    
     def __repr__(self):
         return f"Blob(shape={self._shape})"

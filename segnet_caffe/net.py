@@ -319,8 +319,7 @@ class Net(PycaffeNetMethods):
 
     def _link_pooling_masks(self):
         """A Pooling mask top read only by Upsample layers (through Splits) stays in the compact
-        one-byte form, and each such Upsample is told the Pooling it comes from; any other
-        reader gets Caffe's mask."""
+        one-byte form (a WindowOffsets); any other reader gets Caffe's mask."""
         origin = {}  # blob name -> (layer index, top index) of its producer, through Splits
         for layer in self.layers:
             if layer.type == "Pooling":
@@ -329,11 +328,9 @@ class Net(PycaffeNetMethods):
             for j, name in enumerate(names.bottom):
                 source, top = origin[name]
                 pooling = self.layers[source]
-                if pooling.type == "Pooling" and top == 1 and layer.type != "Split":
-                    if layer.type == "Upsample" and j == 1:
-                        layer.mask_source = pooling
-                    else:
-                        pooling.compact_mask = False
+                if (pooling.type == "Pooling" and top == 1 and layer.type != "Split"
+                        and not (layer.type == "Upsample" and j == 1)):
+                    pooling.compact_mask = False
             for t, name in enumerate(names.top):
                 origin[name] = origin[names.bottom[0]] if layer.type == "Split" else (i, t)
 
@@ -537,9 +534,9 @@ class Net(PycaffeNetMethods):
                 raise self._out_of_memory_error(i, "forward") from None
             raise layer.failure(error, "run forward",
                                 [self.blobs[b].shape for b in names.bottom]) from error
-        for j, (name, top) in enumerate(zip(names.top, tops)):
+        for name, top in zip(names.top, tops):
             if top is not None:
-                self.blobs[name].set_tensor(top, layer.user_values(j))
+                self.blobs[name].set_tensor(top)
         return sum(self.blob_loss_weights.get(name, 0.0)
                    * float(self.blobs[name].tensor().detach().sum())
                    for name in names.top if self.blob_loss_weights.get(name, 0.0))

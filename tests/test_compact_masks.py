@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from segnet_caffe import mode
-from segnet_caffe.layers._pool_mask import _gather, _unpool, caffe_index, window_offsets
+from segnet_caffe.layers._pool_mask import (WindowOffsets, _gather, _unpool, caffe_index,
+                                            window_offsets)
 from layer_testing import net_from_text
 
 # Pool 2x2/2 of an odd-sized map (ceil-mode border windows), ties in the input, the mask read
@@ -133,3 +134,35 @@ def test_unpooling_and_its_gather_by_offsets_are_max_unpool2ds(kernel, size, mem
     grad = torch.randn(2, 3, *size, generator=generator).contiguous(memory_format=memory_format)
     picked = grad.flatten(2).gather(2, index.flatten(2)).view_as(index)
     assert torch.equal(_gather(grad, offsets, kernel), picked)
+
+
+def test_a_compact_mask_carries_its_geometry_through_shape_keeping_operations():
+    x = torch.randn(2, 3, 7, 9)
+    _, index = F.max_pool2d(x, 2, 2, ceil_mode=True, return_indices=True)
+    mask = WindowOffsets.wrap(window_offsets(index, (2, 2), 9), (2, 2), (7, 9))
+    for kept in (mask.detach(), mask.clone(), mask.to("cpu"), mask.view_as(mask),
+                 mask.contiguous(), mask.detach().requires_grad_(False)):
+        assert isinstance(kept, WindowOffsets)
+        assert (kept.kernel, kept.input_size) == ((2, 2), (7, 9))
+    assert type(mask == 0) is torch.Tensor and type(mask.float()) is torch.Tensor
+    np.testing.assert_array_equal(mask.caffe_values().numpy(), index.float().numpy())
+
+
+def test_upsample_reads_the_geometry_from_the_mask_itself_through_a_split():
+    net = net_from_text("""
+        input: "x" input_shape { dim: 1 dim: 2 dim: 7 dim: 9 }
+        layer { name: "p" type: "Pooling" bottom: "x" top: "p" top: "m"
+                pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+        layer { name: "u1" type: "Upsample" bottom: "p" bottom: "m" top: "u1"
+                upsample_param { upsample_h: 7 upsample_w: 9 } }
+        layer { name: "u2" type: "Upsample" bottom: "p" bottom: "m" top: "u2"
+                upsample_param { upsample_h: 7 upsample_w: 9 } }""")
+    x = np.random.default_rng(3).normal(size=(1, 2, 7, 9)).astype(np.float32)
+    net.blobs["x"].data[...] = x
+    net.forward_range(0, len(net.layers) - 1)
+    assert isinstance(net.blobs["m"].tensor(), WindowOffsets)  # one byte, through the Split
+    pooled = F.max_pool2d(torch.from_numpy(x), 2, 2, ceil_mode=True, return_indices=True)
+    expected = F.max_unpool2d(*pooled, 2, 2, output_size=(7, 9)).numpy()
+    np.testing.assert_array_equal(net.blobs["u1"].data, expected)
+    np.testing.assert_array_equal(net.blobs["u2"].data, expected)
+    np.testing.assert_array_equal(net.blobs["m"].data, pooled[1].float().numpy())  # Caffe's

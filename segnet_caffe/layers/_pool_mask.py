@@ -11,6 +11,41 @@ import torch
 import torch.nn.functional as F
 
 
+class WindowOffsets(torch.Tensor):
+    """A compact max-pooling mask that says how to read itself: uint8 offsets of each window's
+    maximum, with the window `kernel` (kh, kw) and the pooled map's `input_size` (H, W).
+
+    Shape-keeping tensor methods (detach, clone, to, view_as, contiguous) keep the type and the
+    geometry, so the mask travels through Blobs, Splits and autograd leaves as itself; any other
+    operation gives a plain tensor. `caffe_values()` is Caffe's float mask (flat indices
+    h * W + w in the input plane): Blob calls it when a user reads the data.
+    """
+
+    _KEEPING = {torch.Tensor.detach, torch.Tensor.clone, torch.Tensor.to, torch.Tensor.view_as,
+                torch.Tensor.contiguous}
+
+    @staticmethod
+    def wrap(offsets, kernel, input_size):
+        mask = offsets.as_subclass(WindowOffsets)
+        mask.kernel, mask.input_size = tuple(kernel), tuple(input_size)
+        return mask
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        with torch._C.DisableTorchFunctionSubclass():
+            result = func(*args, **(kwargs or {}))
+        source = args[0]
+        if (func in cls._KEEPING and isinstance(result, torch.Tensor)
+                and result is not source and result.dtype == torch.uint8):
+            return cls.wrap(result, source.kernel, source.input_size)
+        return result
+
+    def caffe_values(self):
+        """Caffe's mask: float32 flat indices of the maxima in the input plane."""
+        plain = self.as_subclass(torch.Tensor)
+        return caffe_index(plain, self.kernel, self.input_size[1]).float()
+
+
 def tiles(kernel, stride, pad):
     """Whether pooling windows of this geometry tile the map (each input in one window) and
     their offsets fit a byte."""

@@ -96,12 +96,6 @@ class BaseLayer:
     def forward(self, bottoms):
         raise NotImplementedError
 
-    def user_values(self, top_index):
-        """None, or a function from the tensor `forward` returned for that top (a compact
-        engine form, such as Pooling's one-byte mask) to the float values Caffe's blob holds:
-        the Blob applies it when a user reads the data."""
-        return None
-
     def channel_affine(self):
         """(a, b), per-channel tensors with top = a[c] * bottom + b[c], when the layer is such an
         affine map of its (N, C, ...) bottom and may be folded into a convolution before it

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from . import register_layer
-from ._pool_mask import TiledMaxPool, caffe_index, tiles
+from ._pool_mask import TiledMaxPool, WindowOffsets, tiles
 from .base import BaseLayer
 from ..proto import caffe_pb2
 
@@ -71,7 +71,6 @@ class PoolingLayer(BaseLayer):
         # Set by the Net unless a layer other than Upsample reads the mask top (a layer on its
         # own returns Caffe's mask).
         self.compact_mask = False
-        self.mask_geometry = None  # (kernel, input size) of the last forward's compact mask
 
     def _pair(self, p, name):
         h, w = p.HasField(name + "_h"), p.HasField(name + "_w")
@@ -107,7 +106,6 @@ class PoolingLayer(BaseLayer):
         x = bottoms[0]
         kernel, pooled = self.geometry(x.shape)
         fast = all(pd <= k // 2 for pd, k in zip(self.pad, kernel))
-        self.mask_geometry = None
         if self.method == MAX:
             tops = self._max(x, kernel, pooled, fast)
         elif fast:
@@ -125,8 +123,7 @@ class PoolingLayer(BaseLayer):
             # One byte per pooled element (the maximum's offset in its window) for backward and
             # for the mask top; Caffe's mask is computed when a user reads the blob.
             y, offsets = TiledMaxPool.apply(x, kernel)
-            self.mask_geometry = (kernel, tuple(x.shape[2:]))
-            return [y, offsets][:len(self.param.top)]
+            return [y, WindowOffsets.wrap(offsets, kernel, x.shape[2:])][:len(self.param.top)]
         if fast:  # PyTorch's ceil_mode is Caffe's rule whenever it accepts the padding
             y, index = F.max_pool2d(x, kernel, self.stride, self.pad, ceil_mode=True,
                                     return_indices=True)
@@ -135,12 +132,6 @@ class PoolingLayer(BaseLayer):
         # The mask top is a copy: Blob writes a host mirror back into its tensor in place,
         # which must not touch the indices autograd saved for max_pool2d's backward.
         return [y, index.clone()] if len(self.param.top) > 1 else [y]
-
-    def user_values(self, top_index):
-        if top_index != 1 or self.mask_geometry is None:
-            return None
-        kernel, size = self.mask_geometry
-        return lambda offsets: caffe_index(offsets, kernel, size[1]).float()
 
     # Pads larger than half the kernel (Caffe allows pad < kernel, PyTorch pad <= kernel/2):
     # pad explicitly to exactly the extent the windows cover, then pool without padding.

@@ -2,7 +2,7 @@
 import torch
 
 from . import register_layer
-from ._pool_mask import Unpool, caffe_index
+from ._pool_mask import Unpool, WindowOffsets
 from .base import BaseLayer
 from ..logs import get_logger
 
@@ -51,10 +51,6 @@ class UpsampleLayer(BaseLayer):
                 raise self.error(f"pad_out_{axis} needs scale_{axis} == 2 (the output size is "
                                  f"ill-defined otherwise); use upsample_h / upsample_w")
 
-    # The Pooling layer whose mask bottom 1 is (set by the Net): it says how to read a compact
-    # one-byte mask.
-    mask_source = None
-
     def reshape(self, bottom_shapes):
         return [self.top_shape(bottom_shapes[0], bottom_shapes[1])]
 
@@ -74,14 +70,10 @@ class UpsampleLayer(BaseLayer):
         x, mask = bottoms
         shape = self.top_shape(x.shape, mask.shape)
         n, c, h, w = shape
-        if mask.dtype == torch.uint8:  # Pooling's compact mask: offsets in tiling windows
-            if self.mask_source is None or self.mask_source.mask_geometry is None:
-                raise self.error("a one-byte mask bottom must come from a Pooling layer's mask "
-                                 "top in the same net")
-            kernel, size = self.mask_source.mask_geometry
-            if size == (h, w):
-                return [Unpool.apply(x, mask, kernel, size)]
-            mask = caffe_index(mask, kernel, size[1])  # the map sizes differ: Caffe's indices
+        if isinstance(mask, WindowOffsets):  # Pooling's compact mask: offsets in tiling windows
+            if mask.input_size == (h, w):
+                return [Unpool.apply(x, mask, mask.kernel, mask.input_size)]
+            mask = mask.caffe_values()  # the map sizes differ: Caffe's indices
         # A fresh int64 copy (float masks truncate, as Caffe's static_cast<int>): the blob's
         # tensor may be written in place before backward, the index saved for it must not be.
         index = mask.detach().reshape(n, c, -1).to(torch.int64, copy=True)
