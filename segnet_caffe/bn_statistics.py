@@ -19,7 +19,8 @@ from .errors import CaffeError
 from .io import array_to_blobproto
 from .layers.bn import FORK_EPS
 from .logs import get_logger
-from .net import TEST, Net, remove_splits
+from .net import TEST, Net
+from .net_graph import remove_splits
 from .proto import caffe_pb2
 
 NORMALISING_TYPES = ("BN", "BatchNorm")

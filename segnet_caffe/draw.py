@@ -26,7 +26,7 @@ from io import BytesIO
 
 from .errors import CaffeError
 from .io import upgrade_net
-from .net import filter_net
+from .net_graph import filter_net
 from .proto import caffe_pb2
 
 TYPE_COLOURS = {

@@ -18,7 +18,8 @@ from .datasets import IMAGE_EXTENSIONS
 from .errors import CaffeError
 from .logs import get_logger
 from .metrics import ConfusionMatrix
-from .net import TEST, Net, filter_net
+from .net import TEST, Net
+from .net_graph import filter_net
 from .proto import caffe_pb2
 
 DATA_LAYER_TYPES = ("DenseImageData", "ImageData", "Data", "MemoryData", "HDF5Data",

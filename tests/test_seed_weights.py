@@ -9,7 +9,7 @@ import torch
 import segnet_caffe as caffe
 from segnet_caffe import io
 from segnet_caffe.bn_statistics import compute_bn_statistics
-from segnet_caffe.net import remove_splits
+from segnet_caffe.net_graph import remove_splits
 from tests.conftest import SHARED_DIR
 
 SEED = SHARED_DIR / "conformance" / "seed"
