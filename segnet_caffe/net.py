@@ -12,6 +12,7 @@ from collections import OrderedDict
 import torch
 
 from . import engine_options, io, mode
+from . import net_diagnostics as diagnostics
 from .blob import Blob
 from .errors import BadLabelsError, CaffeError
 from .layers import create_layer
@@ -30,14 +31,6 @@ def _phase_value(phase):
     if isinstance(phase, str) and phase.upper() in ("TRAIN", "TEST"):
         return caffe_pb2.Phase.Value(phase.upper())
     raise CaffeError(f"phase must be caffe.TRAIN or caffe.TEST, got {phase!r}")
-
-
-def out_of_memory(error):
-    """Whether `error` is a failed allocation: torch's CUDA OutOfMemoryError, its CPU allocator's
-    RuntimeError, or Python's MemoryError (numpy)."""
-    text = str(error)
-    return (isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in text
-            or "can't allocate memory" in text)
 
 
 class _LearnableParam:
@@ -172,7 +165,7 @@ class Net(PycaffeNetMethods):
             try:
                 layer.setup(bottom_shapes)
             except (CaffeError, MemoryError) + layer.FAILURES as error:
-                if out_of_memory(error):
+                if diagnostics.out_of_memory(error):
                     size = re.search(r"allocate (\d+) bytes", str(error))
                     need = f" ({int(size.group(1)) / 2 ** 30:.1f} GiB)" if size else ""
                     raise layer.error(f"out of memory creating its parameters{need}: check "
@@ -425,10 +418,10 @@ class Net(PycaffeNetMethods):
         try:
             tops = self._layer_tops(i, record, fold)
         except BadLabelsError as error:
-            raise CaffeError(f"{error}; {self._label_origin(i, error)}") from None
+            raise CaffeError(f"{error}; {diagnostics.label_origin(self, i, error)}") from None
         except (MemoryError,) + layer.FAILURES as error:
-            if out_of_memory(error):
-                raise self._out_of_memory_error(i, "forward") from None
+            if diagnostics.out_of_memory(error):
+                raise diagnostics.out_of_memory_error(self, i, "forward") from None
             raise layer.failure(error, "run forward",
                                 [self.blobs[b].shape for b in names.bottom]) from error
         for name, top in zip(names.top, tops):
@@ -488,52 +481,6 @@ class Net(PycaffeNetMethods):
         with torch.autocast(self._device.type, dtype=torch.bfloat16):
             return forward(bottoms, **kwargs)
 
-    def _label_origin(self, index, error):
-        """Which list file lines the bad labels of layer `index` came from (through Splits)."""
-        name = self.param.layer[index].bottom[error.bottom_index]
-        source = self._producer[name]
-        while self.param.layer[source].type == "Split":
-            source = self._producer[self.param.layer[source].bottom[0]]
-        describe = getattr(self.layers[source], "describe_item", None)
-        if describe is None:
-            return f'the labels come from layer "{self._layer_names[source]}"'
-        items = sorted(error.items.items())
-        shown = "; ".join(f"{describe(n)}: {values}" for n, values in items[:3])
-        more = f" (and {len(items) - 3} more items of this batch)" if len(items) > 3 else ""
-        return f"found in {shown}{more}"
-
-    def non_finite_origin(self):
-        """Which layer's output first holds NaN/inf, in forward order, read from the blobs as the
-        last forward left them (an in-place layer's output is its producer's blob)."""
-        for name, layer_param in zip(self._layer_names, self.param.layer):
-            for top in layer_param.top:
-                tensor = self.blobs[top].tensor()
-                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                    return f'the first non-finite output is top "{top}" of layer "{name}"'
-        return "no layer output holds NaN/inf"
-
-    def input_shape_text(self):
-        """The batch size and resolution the net runs at, from its first 4-axis data blob."""
-        for index, layer in enumerate(self.layers):
-            if self.param.layer[index].bottom:
-                continue
-            for name in self.param.layer[index].top:
-                shape = self.blobs[name].shape
-                if len(shape) == 4:
-                    return (f"batch size {shape[0]} at resolution {shape[2]}x{shape[3]} "
-                            f'(blob "{name}" {shape})')
-        return "its input shapes " + ", ".join(f"{n} {self.blobs[n].shape}" for n in self.inputs)
-
-    def _out_of_memory_error(self, index, what):
-        """The CaffeError for an allocation that failed in the `what` pass of layer `index`."""
-        self._saved.clear()
-        if self._device.type == "cuda":
-            torch.cuda.empty_cache()
-        return CaffeError(f'out of memory ({self._device}) in the {what} of layer '
-                          f'"{self._layer_names[index]}" of net "{self.name}" at '
-                          f"{self.input_shape_text()}: lower batch_size (iter_size keeps the "
-                          "effective batch) or the resolution (new_height/new_width)")
-
     def backward_range(self, start, end, keep_graph=True):
         """Backpropagate layers start down to end (inclusive), Caffe's Net::BackwardFromTo.
 
@@ -585,8 +532,8 @@ class Net(PycaffeNetMethods):
             results = torch.autograd.grad(outputs, inputs, grads, allow_unused=True,
                                           retain_graph=keep_graph)
         except (MemoryError,) + layer.FAILURES as error:
-            if out_of_memory(error):
-                raise self._out_of_memory_error(i, "backward") from None
+            if diagnostics.out_of_memory(error):
+                raise diagnostics.out_of_memory_error(self, i, "backward") from None
             raise layer.failure(error, "run backward") from error
         if not keep_graph:
             self._saved.pop(i, None)

@@ -7,6 +7,7 @@ add weight decay, turn the gradient into the update with the solver type's histo
 finally data -= update, iter += 1, snapshot if due.
 """
 import io as _bytes_io
+import json
 import math
 import os
 import re
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import distributed, engine_options, io, mode
+from . import distributed, engine_options, io, mode, net_diagnostics
 from .errors import CaffeError
 from .logs import get_logger
 from .net import Net
@@ -95,7 +96,8 @@ class Solver:
     Two switches besides the solver file: `snapshot_on_nan` (True: when the loss or a gradient
     becomes NaN/inf, snapshot the weights before that update, then stop with a CaffeError) and
     `overwrite_snapshots` (False: solve() refuses to start when snapshot_prefix already holds
-    snapshots of later iterations than the run starts from, which it would overwrite).
+    snapshots of later iterations than the run starts from, which it would overwrite); and
+    `keep_best_by(output)`, which keeps the weights with the best test score.
     """
 
     def __init__(self, solver, weights=None, source=None):
@@ -111,6 +113,7 @@ class Solver:
         self.snapshot_on_nan = True
         self.overwrite_snapshots = False
         self.last_snapshot = None        # (iteration, model path, state path) last written
+        self.best = None                 # keep_best_by: {"output", "minimise", "value", "iteration"}
         self._callbacks = []
         self._losses, self.smoothed_loss = [], 0.0
         self.net = self._train_net()
@@ -270,7 +273,7 @@ class Solver:
                     self._stop_diverged(f"the loss is {part}"
                                         + (f" in forward {k + 1} of iter_size {p.iter_size}"
                                            if p.iter_size > 1 else "")
-                                        + f"; {self.net.non_finite_origin()}")
+                                        + f"; {net_diagnostics.non_finite_origin(self.net)}")
                 loss += part
             loss /= p.iter_size
             self._update_smoothed_loss(loss, start_iter)
@@ -326,6 +329,7 @@ class Solver:
             self.log.info(f"Restoring previous solver status from {resume_file}")
             self.restore(resume_file)
         self._check_snapshot_prefix()
+        self._restore_best(bool(resume_file))
         self.step(max(0, self.param.max_iter - self.iter))
         p = self.param
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
@@ -358,8 +362,76 @@ class Solver:
 
     # ----- testing -----------------------------------------------------------------------------
     def test_all(self):
-        """Run every test net for its test_iter batches and log the averaged outputs."""
-        return [self.test(i) for i in range(len(self.test_nets))]
+        """Run every test net for its test_iter batches and log the averaged outputs; with
+        keep_best_by, keep the weights if test net #0's score improved."""
+        scores = [self.test(i) for i in range(len(self.test_nets))]
+        if self.best is not None and scores and scores[0] is not None:
+            self._keep_if_best(scores[0])
+        return scores
+
+    # ----- the best weights by a test output (--keep_best) ----------------------------------------
+    def keep_best_by(self, output):
+        """After each test pass, when test net #0's `output` improved, write the training net's
+        weights to <snapshot_prefix>_best.caffemodel (atomically) and <snapshot_prefix>_best.json
+        (iteration, output, value), with one log line. The score is the output's mean over the
+        test batches, and over its entries for a vector output (per_class_accuracy); an output
+        whose name contains "loss" is better lower, any other higher."""
+        where = f"--keep_best {output}"
+        if not self.test_nets or self.param.test_interval <= 0:
+            raise CaffeError(f"{self.source}: {where} needs a test net that runs during training "
+                             "(test_net, or net for both phases, with test_iter and "
+                             "test_interval > 0)")
+        outputs = list(self.test_nets[0].outputs)
+        if output not in outputs:
+            raise CaffeError(f'{self.source}: {where}: test net #0 ({self.test_nets[0].source}) '
+                             f'has no output "{output}"; its outputs: {", ".join(outputs)}')
+        self.best = {"output": output, "minimise": "loss" in output.lower(), "value": None,
+                     "iteration": None}
+
+    def _best_paths(self):
+        hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
+        prefix = self.param.snapshot_prefix
+        return f"{prefix}_best.caffemodel" + (".h5" if hdf5 else ""), f"{prefix}_best.json"
+
+    def _keep_if_best(self, scores):
+        best = self.best
+        value = float(np.mean(scores[best["output"]]))
+        previous = best["value"]
+        if not math.isfinite(value) or (previous is not None and (
+                value >= previous if best["minimise"] else value <= previous)):
+            return
+        model_path, info_path = self._best_paths()
+        self._snapshot_folder()
+        io.write_caffemodel(model_path, self.net.to_proto())
+        best.update(value=value, iteration=self.iter)
+        info = {"iteration": self.iter, "output": best["output"], "value": value,
+                "better": "lower" if best["minimise"] else "higher",
+                "weights": os.path.basename(model_path)}
+        io.atomic_write_bytes(info_path, (json.dumps(info, indent=1) + "\n").encode())
+        was = "" if previous is None else f" (was {previous:g})"
+        self.log.info(f"Best {best['output']} so far: {value:g}{was} at iteration {self.iter}: "
+                      f"weights in {model_path}")
+
+    def _restore_best(self, resumed):
+        """At the start of solve(): a resumed run keeps the best recorded by the run it continues
+        (up to its iteration); a fresh run replaces an earlier run's best, and says so."""
+        _, info_path = self._best_paths()
+        if self.best is None or not os.path.exists(info_path):
+            return
+        try:
+            info = json.loads(open(info_path, encoding="utf-8").read())
+            iteration, value = int(info["iteration"]), float(info["value"])
+            output = info["output"]
+        except (OSError, ValueError, KeyError, TypeError):
+            self.log.warning(f"{info_path}: not a best-weights record; it will be replaced")
+            return
+        if resumed and output == self.best["output"] and iteration <= self.iter:
+            self.best.update(value=value, iteration=iteration)
+            self.log.info(f"Best {output} so far: {value:g} at iteration {iteration} (from "
+                          f"{info_path})")
+        else:
+            self.log.warning(f"{info_path}: the best {output} of an earlier run ({value:g} at "
+                             f"iteration {iteration}) will be replaced by this run's")
 
     def test(self, index):
         """Caffe's Solver::Test: the mean of each output of test net `index` over test_iter batches."""
