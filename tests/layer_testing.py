@@ -120,3 +120,20 @@ def check_resume_gives_the_same_batch(make_net):
     resumed.forward()
     np.testing.assert_array_equal(resumed.blobs["data"].data, expected[0])
     np.testing.assert_array_equal(resumed.blobs["label"].data, expected[1])
+
+
+TINY_TRAIN_NET = """
+layer { name: "d" type: "DummyData" top: "x" top: "y"
+        dummy_data_param { shape { dim: 2 dim: 3 } shape { dim: 2 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "s" inner_product_param { num_output: 2 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "l" }
+"""
+
+
+def tiny_solver_file(folder, settings):
+    """A solver file in `folder` for a 3-input, 2-class InnerProduct net on DummyData, with
+    `settings` (solver prototxt text) after its net and base_lr: 0.1, lr_policy: "fixed"."""
+    (folder / "net.prototxt").write_text(TINY_TRAIN_NET)
+    path = folder / "solver.prototxt"
+    path.write_text(f'net: "{folder / "net.prototxt"}" base_lr: 0.1 lr_policy: "fixed" {settings}')
+    return str(path)

@@ -148,21 +148,11 @@ def test_a_compact_mask_carries_its_geometry_through_shape_keeping_operations():
     np.testing.assert_array_equal(mask.caffe_values().numpy(), index.float().numpy())
 
 
-def test_upsample_reads_the_geometry_from_the_mask_itself_through_a_split():
-    net = net_from_text("""
-        input: "x" input_shape { dim: 1 dim: 2 dim: 7 dim: 9 }
-        layer { name: "p" type: "Pooling" bottom: "x" top: "p" top: "m"
-                pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
-        layer { name: "u1" type: "Upsample" bottom: "p" bottom: "m" top: "u1"
-                upsample_param { upsample_h: 7 upsample_w: 9 } }
-        layer { name: "u2" type: "Upsample" bottom: "p" bottom: "m" top: "u2"
-                upsample_param { upsample_h: 7 upsample_w: 9 } }""")
-    x = np.random.default_rng(3).normal(size=(1, 2, 7, 9)).astype(np.float32)
-    net.blobs["x"].data[...] = x
+def test_the_mask_reaches_both_upsamples_through_the_split_as_itself():
+    net = net_from_text(NET)
+    net.blobs["x"].data[...] = np.random.default_rng(3).normal(size=(2, 3, 7, 9))
     net.forward_range(0, len(net.layers) - 1)
-    assert isinstance(net.blobs["m"].tensor(), WindowOffsets)  # one byte, through the Split
-    pooled = F.max_pool2d(torch.from_numpy(x), 2, 2, ceil_mode=True, return_indices=True)
-    expected = F.max_unpool2d(*pooled, 2, 2, output_size=(7, 9)).numpy()
-    np.testing.assert_array_equal(net.blobs["u1"].data, expected)
-    np.testing.assert_array_equal(net.blobs["u2"].data, expected)
-    np.testing.assert_array_equal(net.blobs["m"].data, pooled[1].float().numpy())  # Caffe's
+    split_tops = [net.blobs[name].tensor() for name in net.bottom_names["up"][1:]
+                  + net.bottom_names["up_big"][1:]]
+    assert all(isinstance(mask, WindowOffsets) and mask.input_size == (7, 9)
+               for mask in [net.blobs["mask"].tensor()] + split_tops)

@@ -5,7 +5,7 @@ import torch
 
 import segnet_caffe as caffe
 from segnet_caffe import engine_options, mode
-from tests.layer_testing import net_from_text
+from tests.layer_testing import net_from_text, tiny_solver_file
 
 POOL_NET = """
 input: "x" input_shape { dim: 1 dim: 2 dim: 4 dim: 4 }
@@ -67,17 +67,8 @@ def test_caffe_accumulation_turns_onednn_off_only_while_its_nets_compute(tmp_pat
 
 
 def test_a_solver_builds_its_nets_with_its_own_options(tmp_path):
-    (tmp_path / "net.prototxt").write_text(
-        'layer { name: "d" type: "DummyData" top: "x" top: "y" dummy_data_param { '
-        'shape { dim: 2 dim: 3 } shape { dim: 2 } } } '
-        'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "s" '
-        'inner_product_param { num_output: 2 } } '
-        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "l" }')
-    (tmp_path / "solver.prototxt").write_text(
-        f'net: "{tmp_path / "net.prototxt"}" base_lr: 0.1 lr_policy: "fixed" max_iter: 1 '
-        'test_iter: 1 '
-        'test_interval: 1 snapshot_after_train: false')
+    path = tiny_solver_file(tmp_path, "max_iter: 1 test_iter: 1 test_interval: 1")
     with caffe.options(data_prefetch=False):
-        solver = caffe.get_solver(str(tmp_path / "solver.prototxt"))
+        solver = caffe.get_solver(path)
     assert solver.options.data_prefetch is False
     assert all(net.options is solver.options for net in [solver.net] + solver.test_nets)

@@ -5,7 +5,7 @@ import torch
 
 import segnet_caffe as caffe
 from segnet_caffe import io
-from layer_testing import net_from_text
+from layer_testing import net_from_text, tiny_solver_file
 
 TWO_READERS = """
 name: "two_readers"
@@ -405,16 +405,8 @@ def test_an_empty_net_is_built_with_a_warning(log_messages):
 
 
 def test_max_iter_0_trains_nothing_then_snapshots_as_caffe(tmp_path, log_messages):
-    (tmp_path / "net.prototxt").write_text(
-        'layer { name: "d" type: "DummyData" top: "x" top: "y" dummy_data_param { '
-        'shape { dim: 2 dim: 3 } shape { dim: 2 } } } '
-        'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "s" '
-        'inner_product_param { num_output: 2 } } '
-        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "y" top: "l" }')
-    (tmp_path / "solver.prototxt").write_text(
-        f'net: "{tmp_path / "net.prototxt"}" base_lr: 0.1 lr_policy: "fixed" max_iter: 0 '
-        f'snapshot_prefix: "{tmp_path / "s"}"')
-    solver = caffe.get_solver(str(tmp_path / "solver.prototxt"))
+    solver = caffe.get_solver(tiny_solver_file(
+        tmp_path, f'max_iter: 0 snapshot_prefix: "{tmp_path / "s"}"'))
     solver.solve()
     assert solver.iter == 0 and (tmp_path / "s_iter_0.caffemodel").exists()
     assert any("max_iter is 0: solve() runs no training iteration" in m for m in log_messages)
