@@ -6,6 +6,7 @@ layer's gradient coming from autograd over that layer's forward alone, so every 
 (in-place tops, split layers summing diffs, propagate_down, force_backward, parameter diffs
 that accumulate across calls) holds exactly.
 """
+import dataclasses
 import re
 from collections import OrderedDict
 
@@ -31,6 +32,18 @@ def _phase_value(phase):
     if isinstance(phase, str) and phase.upper() in ("TRAIN", "TEST"):
         return caffe_pb2.Phase.Value(phase.upper())
     raise CaffeError(f"phase must be caffe.TRAIN or caffe.TEST, got {phase!r}")
+
+
+@dataclasses.dataclass
+class _Step:
+    """One layer of the net and what the executor needs to know of it."""
+
+    layer: object                 # the BaseLayer
+    param: object                 # its LayerParameter (after filtering and split insertion)
+    bottom_need: list             # per bottom: whether backward computes its diff
+    param_need: list              # per parameter blob: whether backward computes its diff
+    need_backward: bool = False   # whether the layer runs backward at all
+    overwrite: bool = False       # whether it computes its top over its bottom's memory
 
 
 class _LearnableParam:
@@ -124,14 +137,11 @@ class Net(PycaffeNetMethods):
         self.blob_loss_weights = OrderedDict()
         self.inputs = []
         self.learnable_params = []
-        self._layer_need_backward = []
-        self._bottom_need_backward = []
-        self._param_need_backward = []
+        self._steps = []              # one _Step per layer, in order
         self._loss_tops = []          # (blob name, loss weight)
         self._saved = {}              # layer index -> (bottom leaves, tops) for backward
         self._folds = {}              # convolution index -> indices of the layers folded into it
         self._producer = {}           # blob name -> index of the layer that last wrote it
-        self._overwrites = set()      # indices of the layers run over their bottom's memory
         blob_need_backward = {}
         available = OrderedDict()
         param_owner = {}              # shared param name -> index into self.learnable_params
@@ -155,8 +165,7 @@ class Net(PycaffeNetMethods):
                 if not in_place:
                     self.blobs[name] = Blob(device=self._device)
                 available[name] = True
-            if self._may_overwrite(layer, layer_param):
-                self._overwrites.add(index)
+            overwrite = self._may_overwrite(layer, layer_param)
             for name in layer_param.top:
                 self._producer[name] = index
             if layer_param.type == "Input":
@@ -184,13 +193,11 @@ class Net(PycaffeNetMethods):
             self._layer_names.append(layer.name)
             self.top_names[layer.name] = list(layer_param.top)
             self.bottom_names[layer.name] = list(layer_param.bottom)
-            self._layer_need_backward.append(need)
-            self._bottom_need_backward.append(bottom_need)
-            self._param_need_backward.append(param_need)
+            self._steps.append(_Step(layer, layer_param, bottom_need, param_need, need, overwrite))
         self._link_pooling_masks()
         self._prune_backward()
         if self.force_backward:
-            self._force_backward(blob_need_backward)
+            self._force_backward()
         self.outputs = sorted(available)  # Caffe walks a std::set: outputs come in name order
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
         self._say_if_names_repeat()
@@ -276,29 +283,29 @@ class Net(PycaffeNetMethods):
         wants them."""
         loss_weight_of = dict(self._loss_tops)
         under_loss, skip_backprop = set(), set()
-        for i in reversed(range(len(self.layers))):
-            tops = self.top_names[self._layer_names[i]]
+        for step in reversed(self._steps):
+            tops = list(step.param.top)
             contributes = any(loss_weight_of.get(t) or t in under_loss for t in tops)
             skip = all(t in skip_backprop for t in tops)
-            if self._layer_need_backward[i] and skip and tops:
-                self._layer_need_backward[i] = False
-                self._bottom_need_backward[i] = [False] * len(self._bottom_need_backward[i])
+            if step.need_backward and skip and tops:
+                step.need_backward = False
+                step.bottom_need = [False] * len(step.bottom_need)
             if not contributes:
-                self._layer_need_backward[i] = False
-            for j, name in enumerate(self.bottom_names[self._layer_names[i]]):
+                step.need_backward = False
+            for j, name in enumerate(step.param.bottom):
                 if contributes:
                     under_loss.add(name)
                 else:
-                    self._bottom_need_backward[i][j] = False
-                if not self._bottom_need_backward[i][j]:
+                    step.bottom_need[j] = False
+                if not step.bottom_need[j]:
                     skip_backprop.add(name)
 
-    def _force_backward(self, blob_need_backward):
-        for i, layer in enumerate(self.layers):
-            self._layer_need_backward[i] = True
-            self._bottom_need_backward[i] = [need or layer.allow_force_backward(j)
-                                             for j, need in enumerate(self._bottom_need_backward[i])]
-            self._param_need_backward[i] = [True] * len(layer.blobs)
+    def _force_backward(self):
+        for step in self._steps:
+            step.need_backward = True
+            step.bottom_need = [need or step.layer.allow_force_backward(j)
+                                for j, need in enumerate(step.bottom_need)]
+            step.param_need = [True] * len(step.layer.blobs)
 
     # ----- device ------------------------------------------------------------------------------
     def _ensure_device(self):
@@ -434,8 +441,8 @@ class Net(PycaffeNetMethods):
     def _layer_tops(self, i, record, fold):
         """Layer i's tops, its autograd graph kept for backward when it is recorded."""
         layer = self.layers[i]
-        overwrite = i in self._overwrites
-        if (fold is None and record and self._layer_need_backward[i]
+        overwrite = self._steps[i].overwrite
+        if (fold is None and record and self._steps[i].need_backward
                 and not layer.backward_reads_bottom_blob):
             self._saved[i] = self._record_forward(i, overwrite)
             return self._saved[i][1]
@@ -452,7 +459,7 @@ class Net(PycaffeNetMethods):
         layer, as Caffe's."""
         bottoms = [self.blobs[b].graph_input() for b in self.param.layer[index].bottom]
         leaves = [b.requires_grad_(need and b.is_floating_point())
-                  for b, need in zip(bottoms, self._bottom_need_backward[index])]
+                  for b, need in zip(bottoms, self._steps[index].bottom_need)]
         with torch.enable_grad():
             return leaves, self._layer_forward(self.layers[index], leaves, overwrite)
 
@@ -463,7 +470,7 @@ class Net(PycaffeNetMethods):
         top, as in Caffe) without writing its tops back. A layer without bottoms (a data layer: rerunning it would read
         the next batch) gets None: it has nothing to backpropagate into."""
         if not self.param.layer[index].bottom:
-            if any(self._param_need_backward[index]):
+            if any(self._steps[index].param_need):
                 raise CaffeError(f'layer "{self._layer_names[index]}": backward() of its '
                                  "parameters needs a forward() with gradients enabled first")
             return None
@@ -495,7 +502,7 @@ class Net(PycaffeNetMethods):
         self._ensure_device()
         for i in range(start, end - 1, -1):
             self._run_callbacks("before_backward", i)
-            if self._layer_need_backward[i]:
+            if self._steps[i].need_backward:
                 self._backward_layer(i, keep_graph)
             self._run_callbacks("after_backward", i)
 
@@ -517,9 +524,9 @@ class Net(PycaffeNetMethods):
                 outputs.append(top)
                 grads.append(self.blobs[name].diff_tensor().to(top.dtype))
         bottom_targets = [(name, leaf) for name, leaf, need in
-                          zip(names.bottom, leaves, self._bottom_need_backward[i])
+                          zip(names.bottom, leaves, self._steps[i].bottom_need)
                           if need and leaf.requires_grad]
-        param_targets = [blob for blob, need in zip(layer.blobs, self._param_need_backward[i])
+        param_targets = [blob for blob, need in zip(layer.blobs, self._steps[i].param_need)
                          if need]
         inputs = [leaf for _, leaf in bottom_targets] + [b.tensor() for b in param_targets]
         if not outputs:  # nothing above depends on this layer (Silence): zero gradients

@@ -35,11 +35,10 @@ class PycaffeNetMethods:
         return [self._blob_names.index(name) for name in self.outputs]
 
     def _top_ids(self, index):
-        return [self._blob_names.index(name) for name in self.top_names[self._layer_names[index]]]
+        return [self._blob_names.index(name) for name in self.param.layer[index].top]
 
     def _bottom_ids(self, index):
-        return [self._blob_names.index(name)
-                for name in self.bottom_names[self._layer_names[index]]]
+        return [self._blob_names.index(name) for name in self.param.layer[index].bottom]
 
     def forward_all(self, blobs=None, **kwargs):
         """Run forward over input arrays of any length, in batches of the net's batch size.

@@ -378,7 +378,7 @@ def test_in_place_bn_inference_scale_gradient_reads_the_overwritten_blob():
 def test_repeated_layer_names_work_as_in_caffe(tmp_path, log_messages):
     """No uniqueness check in Caffe: weights go to the first layer of a name (CopyTrainedLayersFrom
     searches from the start), pycaffe's layer_dict / params hold the last."""
-    text = ('input: "x" input_shape { dim: 1 dim: 2 } '
+    text = ('force_backward: true input: "x" input_shape { dim: 1 dim: 2 } '
             'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "a" '
             'inner_product_param { num_output: 2 weight_filler { type: "constant" value: 1 } } } '
             'layer { name: "ip" type: "InnerProduct" bottom: "a" top: "b" '
@@ -393,6 +393,9 @@ def test_repeated_layer_names_work_as_in_caffe(tmp_path, log_messages):
     net.copy_from(source)
     assert net.layers[1].blobs[0].data[0, 0] == 7 and net.layers[2].blobs[0].data[0, 0] == 2
     np.testing.assert_array_equal(net.forward(x=np.ones((1, 2), np.float32))["b"], [[56, 56]])
+    diffs = net.backward(b=np.ones((1, 2), np.float32))  # each layer by its own record
+    np.testing.assert_array_equal(diffs["x"], [[56, 56]])
+    np.testing.assert_array_equal(net._top_ids(1), [net._blob_names.index("a")])
 
 
 def test_an_empty_net_is_built_with_a_warning(log_messages):
