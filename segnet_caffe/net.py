@@ -13,6 +13,7 @@ from collections import OrderedDict
 import torch
 
 from . import engine_options, io, mode
+from . import folding
 from . import net_diagnostics as diagnostics
 from .blob import Blob
 from .errors import BadLabelsError, CaffeError
@@ -140,7 +141,7 @@ class Net(PycaffeNetMethods):
         self._steps = []              # one _Step per layer, in order
         self._loss_tops = []          # (blob name, loss weight)
         self._saved = {}              # layer index -> (bottom leaves, tops) for backward
-        self._folds = {}              # convolution index -> indices of the layers folded into it
+        self._folds = {}              # convolution index -> its FoldedConvolution (fold_bn)
         self._producer = {}           # blob name -> index of the layer that last wrote it
         blob_need_backward = {}
         available = OrderedDict()
@@ -340,52 +341,20 @@ class Net(PycaffeNetMethods):
         saved weights are unchanged. Backward through a folded layer is refused (unfold_bn()
         first). Returns the names of the folded layers.
         """
-        self._folds = {}
-        i = 0
-        while i < len(self.layers):
-            chain = []
-            top = list(self.param.layer[i].top)
-            if self.layers[i].type == "Convolution" and len(top) == 1:
-                j = i + 1
-                while self._in_place_on(j, top) and self.layers[j].channel_affine() is not None:
-                    chain.append(j)
-                    j += 1
-                if self._in_place_on(j, top) and self.layers[j].in_place_activation():
-                    chain.append(j)
-            if chain:
-                self._folds[i] = chain
-            i += 1 + len(chain)
+        self._folds = folding.fold_bn(self.layers, self.param.layer)
         self._saved.clear()
-        return [self._layer_names[j] for chain in self._folds.values() for j in chain]
-
-    def _in_place_on(self, index, top):
-        """Whether layer `index` exists and works in place on the blobs `top`."""
-        return (index < len(self.layers) and list(self.param.layer[index].bottom) == top
-                and list(self.param.layer[index].top) == top)
+        return [self._layer_names[j] for node in self._folds.values() for j in node.chain]
 
     def unfold_bn(self):
         """Undo fold_bn: every layer runs on its own again."""
         self._folds = {}
 
     def _folded_in(self, start, end):
-        """{convolution index: the keyword arguments of its forward (`channel_affine`, the
-        chain's combined (a, b), and `activation`)} for the folded chains wholly inside
+        """{convolution index: its FoldedConvolution} for the folded chains wholly inside
         start..end, and the indices of the layers they skip."""
-        active, skipped = {}, set()
-        for conv, chain in self._folds.items():
-            if start <= conv and chain[-1] <= end:
-                affine, activation = None, None
-                for j in chain:
-                    pair = self.layers[j].channel_affine()
-                    if pair is None:  # the chain's last layer may be an in-place activation
-                        activation = self.layers[j].in_place_activation()
-                        continue
-                    a_j, b_j = (t.detach() for t in pair)
-                    affine = (a_j, b_j) if affine is None else (
-                        affine[0] * a_j, torch.addcmul(b_j, affine[1], a_j))
-                active[conv] = dict(channel_affine=affine, activation=activation)
-                skipped.update(chain)
-        return active, skipped
+        active = {conv: node for conv, node in self._folds.items()
+                  if start <= conv and node.chain[-1] <= end}
+        return active, {j for node in active.values() for j in node.chain}
 
     # ----- forward / backward ------------------------------------------------------------------
     def _layer_index(self, name, default):
@@ -450,7 +419,7 @@ class Net(PycaffeNetMethods):
         bottoms = [self.blobs[b].tensor() for b in self.param.layer[i].bottom]
         with torch.no_grad():
             if fold is not None:
-                return self._layer_forward(layer, bottoms, **fold)
+                return self._layer_forward(fold, bottoms)
             return self._layer_forward(layer, bottoms, overwrite)
 
     def _record_forward(self, index, overwrite=False):
@@ -476,17 +445,17 @@ class Net(PycaffeNetMethods):
             return None
         return self._record_forward(index)
 
-    def _layer_forward(self, layer, bottoms, overwrite=False, **kwargs):
-        """layer.forward, or with `overwrite` its in_place_activation over bottom 0, under
-        bfloat16 autocast when the net's options compute bfloat16 (layers that keep float32, losses and scores,
-        get float32 bottoms instead)."""
+    def _layer_forward(self, layer, bottoms, overwrite=False):
+        """layer.forward (a layer's, or a fused node's), or with `overwrite` its
+        in_place_activation over bottom 0, under bfloat16 autocast when the net's options
+        compute bfloat16 (layers that keep float32, losses and scores, get float32 bottoms)."""
         forward = layer.forward_over_bottom if overwrite else layer.forward
         if not self.options.computes_bf16(self._device):
-            return forward(bottoms, **kwargs)
+            return forward(bottoms)
         if not layer.low_precision:
-            return forward([b.float() if b.is_floating_point() else b for b in bottoms], **kwargs)
+            return forward([b.float() if b.is_floating_point() else b for b in bottoms])
         with torch.autocast(self._device.type, dtype=torch.bfloat16):
-            return forward(bottoms, **kwargs)
+            return forward(bottoms)
 
     def backward_range(self, start, end, keep_graph=True):
         """Backpropagate layers start down to end (inclusive), Caffe's Net::BackwardFromTo.
@@ -510,7 +479,7 @@ class Net(PycaffeNetMethods):
         """Layer i's bottom diffs (overwritten) and parameter diffs (added, or overwritten)."""
         layer = self.layers[i]
         if i not in self._saved and (i in self._folds or any(
-                i in chain for chain in self._folds.values())):
+                i in node.chain for node in self._folds.values())):
             raise CaffeError(f'layer "{layer.name}": folded by fold_bn(), it has no backward; '
                              "call net.unfold_bn() and forward() again to backpropagate")
         graph = self._saved[i] if i in self._saved else self._recomputed_graph(i)

@@ -168,26 +168,18 @@ class ConvolutionLayer(ConvolutionBase):
             beyond.append(extra)
         return beyond
 
-    def forward(self, bottoms, channel_affine=None, activation=None):
-        """`channel_affine` (a, b): compute a[o] * conv + b[o] by scaling the filters and bias
-        instead; `activation`: then apply it to the output in place (the layers after it folded
-        in by Net.fold_bn)."""
+    def forward(self, bottoms):
         self.check_bottoms(bottoms)
+        return [self.convolve(x, *self.weights(x)) for x in bottoms]
+
+    def convolve(self, x, weight, bias):
+        """Caffe's convolution of `x` with these filters and bias (the layer's own, or scaled
+        ones: folding.FoldedConvolution)."""
         g = self.geometry
-        beyond = self._kernel_beyond_input(tuple(bottoms[0].shape))
-        conv = _CONV[g.num_spatial]
-        tops = []
-        for x in bottoms:
-            if any(beyond):  # Caffe's one output window, reading zeros past the input
-                x = torch.nn.functional.pad(x, [p for extra in reversed(beyond) for p in (0, extra)])
-            weight, bias = self.weights(x)
-            if channel_affine is not None:
-                a, b = (t.to(device=x.device, dtype=x.dtype) for t in channel_affine)
-                weight = weight * a.reshape((-1,) + (1,) * (weight.dim() - 1))
-                bias = b if bias is None else torch.addcmul(b, bias, a)
-            if x.dim() == 4 and self.options.convolves_channels_last(x.device):
-                x = x.contiguous(memory_format=torch.channels_last)
-                weight = weight.contiguous(memory_format=torch.channels_last)
-            top = conv(x, weight, bias, g.stride, g.pad, g.dilation, g.group)
-            tops.append(top if activation is None else activation(top))
-        return tops
+        beyond = self._kernel_beyond_input(tuple(x.shape))
+        if any(beyond):  # Caffe's one output window, reading zeros past the input
+            x = torch.nn.functional.pad(x, [p for extra in reversed(beyond) for p in (0, extra)])
+        if x.dim() == 4 and self.options.convolves_channels_last(x.device):
+            x = x.contiguous(memory_format=torch.channels_last)
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        return _CONV[g.num_spatial](x, weight, bias, g.stride, g.pad, g.dilation, g.group)
