@@ -2,7 +2,7 @@
 # plot the loss and draw the net. Needs $python, $out (holding prototxt/ from
 # generate_prototxts.py --out $out/prototxt --snapshots $out/snapshots), $start and $gpu (a
 # CUDA device id for training and testing, or empty for the CPU) and optionally $seed (the
-# solver's random_seed for this run).
+# solver's random_seed for this run) and $classes (test_segmentation_camvid.py's --classes).
 #   run_pipeline MODEL ITERATIONS BN_BATCHES TEST_BATCHES
 run_pipeline() {
   local model=$1 iterations=$2 bn_batches=$3 test_batches=$4
@@ -20,7 +20,7 @@ run_pipeline() {
   ${gpu:+env CUDA_VISIBLE_DEVICES="$gpu"} "$python" scripts/test_segmentation_camvid.py \
     --model "${prototxt}_inference.prototxt" \
     --weights "$out/bn/test_weights.caffemodel" --iter "$test_batches" --samples 4 --out "$out/test" \
-    ${gpu:+--gpu}
+    ${gpu:+--gpu} ${classes:+--classes "$classes"}
 
   echo "== loss curve and network diagram"
   "$python" -m segnet_caffe plot "$out/train.log" "$out/loss.png"

@@ -1,5 +1,6 @@
-"""Datasets: the report's synthetic squares, CamVid's list files, and the one home of the class
-names and colour maps (palettes) that every figure and prediction image uses.
+"""Datasets: the report's synthetic squares, coloured shapes (a stand-in for a dataset of one's
+own), CamVid's list files, median-frequency class weights files, and the one home of the class
+names and colour maps (palettes) that every figure, prediction image and colour-coded label uses.
 
 Label images follow the SegNet tutorial: one class index per pixel, read by Caffe as grayscale.
 Paths inside list files are relative to the dataset folder, so a DenseImageData layer reads them
@@ -15,6 +16,9 @@ import numpy as np
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
+LABEL_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff")  # lossless: JPEG would change the colours
+PALETTE_FORM = ('{"classes": [{"name": "road", "color": [128, 64, 128]}, ...], '
+                '"void": {"name": "void", "color": [0, 0, 0]}}')
 
 
 # ----- class names and colours -------------------------------------------------------------------
@@ -40,9 +44,27 @@ class ClassMap:
         """The names of classes 0..num_classes-1 (generic names past the map's end)."""
         return [self.names[c] if c < len(self.names) else f"class {c}" for c in range(num_classes)]
 
+    @property
+    def has_void_entry(self):
+        """Whether the last name/colour is the void class's (its label is the ignore label)."""
+        return self.ignore_label is not None and self.ignore_label == len(self.names) - 1
+
+    @property
+    def num_classes(self):
+        """The classes a net predicts: the entries before the void one."""
+        return len(self.names) - 1 if self.has_void_entry else len(self.names)
+
     def to_dict(self):
         return {"names": list(self.names), "colours": self.colours.tolist(),
                 "ignore_label": self.ignore_label}
+
+    def to_palette(self):
+        """The palette form (see class_map_from_palette) of this map."""
+        def entry(k):
+            return {"name": self.names[k], "color": self.colours[k].tolist()}
+
+        return {"classes": [entry(k) for k in range(self.num_classes)],
+                "void": entry(len(self.names) - 1) if self.has_void_entry else None}
 
 
 CAMVID_VOID = 11
@@ -66,11 +88,80 @@ def generic_class_map(num_classes):
     return ClassMap(names=[f"class {c}" for c in range(num_classes)], colours=colours)
 
 
+def class_map_from_palette(data, where):
+    """A ClassMap from a palette: {"classes": [{"name": ..., "color": [r, g, b]}, ...],
+    "void": {"name": ..., "color": [r, g, b]}} ("colour" is accepted too; "void" may be absent
+    or null). Class k is the k-th entry; the void entry, if any, follows them as label K, the
+    ignore label. Names and colours must be unique. `where` names the source in errors."""
+    if not isinstance(data, dict) or not isinstance(data.get("classes"), list) \
+            or not data["classes"]:
+        raise ValueError(f"{where}: not a palette; expected {PALETTE_FORM}")
+    entries = [(f"classes[{k}]", entry) for k, entry in enumerate(data["classes"])]
+    if data.get("void") is not None:
+        entries.append(("void", data["void"]))
+    names, colours, first = [], [], {}
+    for what, entry in entries:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f'{where}: {what} needs a "name" (a non-empty string), got '
+                             f"{json.dumps(entry)}")
+        colour = entry.get("color", entry.get("colour"))
+        if not (isinstance(colour, list) and len(colour) == 3 and all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in colour)):
+            raise ValueError(f'{where}: {what} ("{name}") needs a "color" of three integers '
+                             f"0..255 (R, G, B), got {json.dumps(colour)}")
+        for key, label in ((("name", name), f'the name "{name}"'),
+                           (("color", tuple(colour)), f"the colour {colour}")):
+            if key in first:
+                raise ValueError(f"{where}: {label} is given twice, for {first[key]} and {what}: "
+                                 "each class needs its own name and colour")
+            first[key] = what
+        names.append(name)
+        colours.append(colour)
+    num_classes = len(data["classes"])
+    if num_classes > 255:
+        raise ValueError(f"{where}: {num_classes} classes; label images hold at most 255 classes "
+                         "and the void label")
+    return ClassMap(names=names, colours=colours,
+                    ignore_label=num_classes if data.get("void") is not None else None)
+
+
+def read_palette(path):
+    """The ClassMap of a palette JSON file (class_map_from_palette's form)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the palette ({exc.strerror})") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); expected {PALETTE_FORM}") from None
+    return class_map_from_palette(data, path)
+
+
+def json_text(data, width=100):
+    """`data` as JSON text for people to read and edit: a list or object that fits in `width`
+    characters on its line (a colour, a class entry) stays on it, larger ones are indented."""
+    def render(value, level):
+        flat = json.dumps(value)
+        if not isinstance(value, (list, dict)) or not value or len(flat) + level <= width:
+            return flat
+        pad = " " * (level + 1)
+        if isinstance(value, dict):
+            items = [f"{pad}{json.dumps(key)}: {render(item, level + 1)}"
+                     for key, item in value.items()]
+            return "{\n" + ",\n".join(items) + "\n" + " " * level + "}"
+        items = [pad + render(item, level + 1) for item in value]
+        return "[\n" + ",\n".join(items) + "\n" + " " * level + "]"
+
+    return render(data, 0) + "\n"
+
+
 def load_class_map(spec):
     """A ClassMap from "squares", "camvid" or a JSON file.
 
-    The JSON file holds {"names": [...], "colours": [[r, g, b], ...], "ignore_label": int|null}
-    (one colour per name, in label order; "colors" is accepted too).
+    The JSON file is a palette (see class_map_from_palette: what scripts/prepare_dataset.py
+    reads and writes in dataset.json) or {"names": [...], "colours": [[r, g, b], ...],
+    "ignore_label": int|null} (one colour per name, in label order; "colors" is accepted too).
     """
     if isinstance(spec, ClassMap):
         return spec
@@ -82,9 +173,14 @@ def load_class_map(spec):
                          '{"names": [...], "colours": [[r,g,b], ...], "ignore_label": N}')
     try:
         data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(data, dict) and "classes" in data:
+        return class_map_from_palette(data, path)
+    try:
         colours = data.get("colours", data.get("colors"))
         return ClassMap(names=data["names"], colours=colours, ignore_label=data.get("ignore_label"))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path}: not a class map ({exc}); expected "
                          '{"names": [...], "colours": [[r,g,b], ...], "ignore_label": N}') from None
 
@@ -235,6 +331,95 @@ def _write_png(path, array):
         raise OSError(f'cannot write "{path}"')
 
 
+# ----- coloured shapes: a dataset in a user's layout ----------------------------------------------
+# Mask colours (RGB) of the shapes dataset; void is the band along every shape's outline, where
+# the image's anti-aliased edge mixes two classes (as PASCAL VOC's void border).
+SHAPES = ClassMap(names=("background", "disc", "triangle", "box", "void"),
+                  colours=[(0, 0, 0), (220, 20, 60), (0, 0, 142), (250, 170, 30),
+                           (224, 224, 192)], ignore_label=4)
+# OpenCV hue ranges (0..180) each shape's colour is drawn from (saturated, on a background of low
+# saturation): a net tells the classes apart by colour and finds their outlines by shape.
+SHAPE_HUES = {1: (0, 30), 2: (55, 90), 3: (110, 150)}
+SHAPE_SIDES = (30, 80)
+
+
+def _shape_polygon(rng, kind, centre, size):
+    """The outline of a triangle (kind 2) or a box (kind 3) of about `size` px, turned at random."""
+    angle = rng.uniform(0, 2 * np.pi)
+    if kind == 2:
+        corners = angle + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3])
+        radius = size / np.sqrt(3)
+    else:
+        corners = angle + np.array([0.25, 0.75, 1.25, 1.75]) * np.pi
+        radius = size / np.sqrt(2)
+    points = np.stack([centre[0] + radius * np.cos(corners),
+                       centre[1] + radius * np.sin(corners)], 1)
+    return np.rint(points).astype(np.int32)
+
+
+def make_shape_sample(rng, height=200, width=300, void_width=2):
+    """An (RGB image, RGB colour-coded mask) pair: a noisy gradient background with 2..5 discs,
+    triangles and boxes (which may overlap and leave the frame), the mask in SHAPES' colours
+    with a void band of `void_width` px on each side of every visible outline."""
+    corner = np.stack([rng.integers(0, 180, 2), rng.integers(0, 60, 2), np.sort(
+        rng.integers(40, 230, 2))], 1).astype(np.uint8)  # two low-saturation HSV colours
+    ends = cv2.cvtColor(corner[None], cv2.COLOR_HSV2RGB)[0].astype(np.float32)
+    t = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
+    if rng.random() < 0.5:
+        t = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    image = np.broadcast_to(ends[0] * (1 - t) + ends[1] * t, (height, width, 3)).copy()
+    mask = np.zeros((height, width, 3), np.uint8)
+    mask[:] = SHAPES.colours[0]
+    void = tuple(int(v) for v in SHAPES.colours[SHAPES.ignore_label])
+    thickness = 2 * void_width + 1
+    for _ in range(int(rng.integers(2, 6))):
+        kind = int(rng.integers(1, 4))
+        hue = rng.integers(*SHAPE_HUES[kind])
+        hsv = np.array([[[hue, rng.integers(150, 256), rng.integers(150, 256)]]], np.uint8)
+        colour = tuple(float(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+        label = tuple(int(v) for v in SHAPES.colours[kind])
+        size = int(rng.integers(SHAPE_SIDES[0], SHAPE_SIDES[1] + 1))
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        if kind == 1:
+            cv2.circle(image, centre, size // 2, colour, -1, cv2.LINE_AA)
+            cv2.circle(mask, centre, size // 2, label, -1, cv2.LINE_8)
+            cv2.circle(mask, centre, size // 2, void, thickness, cv2.LINE_8)
+        else:
+            polygon = _shape_polygon(rng, kind, centre, size)
+            cv2.fillPoly(image, [polygon], colour, cv2.LINE_AA)
+            cv2.fillPoly(mask, [polygon], label, cv2.LINE_8)
+            cv2.polylines(mask, [polygon], True, void, thickness, cv2.LINE_8)
+    image += rng.normal(0, 6, image.shape).astype(np.float32)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
+
+
+def make_shapes(out, count=120, height=200, width=300, seed=0, void_width=2):
+    """Write a dataset as users bring theirs: `out/images/shape_NNN.jpg` (RGB photos, JPEG),
+    `out/masks/shape_NNN.png` (colour-coded RGB masks in SHAPES' colours, void along the
+    outlines) and `out/palette.json` (SHAPES as a palette); no splits, no list files (that is
+    scripts/prepare_dataset.py's job). The same seed writes the same files. Returns the
+    palette's path."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    if min(height, width) < 16:
+        raise ValueError(f"images must be at least 16x16, got {height}x{width}")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(int(seed))
+    digits = len(str(count - 1))
+    for n in range(count):
+        image, mask = make_shape_sample(rng, height, width, void_width)
+        name = f"shape_{n:0{digits}d}"
+        if not cv2.imwrite(str(out / "images" / f"{name}.jpg"),
+                           cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]):
+            raise OSError(f'cannot write "{out / "images" / name}.jpg"')
+        _write_png(out / "masks" / f"{name}.png", cv2.cvtColor(mask, cv2.COLOR_RGB2BGR))
+    palette = out / "palette.json"
+    palette.write_text(json_text(SHAPES.to_palette()))
+    return palette
+
+
 # ----- CamVid in the SegNet tutorial layout -------------------------------------------------------
 def folder_pairs(root, split):
     """(image, label) paths relative to `root` for `<split>/X` and `<split>annot/X`, by file name."""
@@ -322,27 +507,35 @@ def prepare_camvid(root, out=None, rewrite=False, num_classes=11, ignore_label=C
             write_list_file(list_path, pairs)
         lists[split] = str(list_path)
         report(f"{list_path}: {len(pairs)} image/label pairs, {action}")
+    result = write_class_weights(out / "class_weights.json", counter, class_names, report,
+                                 root_folder=str(root.resolve()) + "/", lists=lists)
+    report(f'DenseImageData: source: "{out / "train.txt"}"  root_folder: "{root}/"')
+    return result
+
+
+def write_class_weights(path, counter, class_names, report=print, **extra):
+    """Write the median-frequency class weights of a metrics.ClassFrequencies (filled with the
+    training labels) to `path` as JSON ({"class_weights": [...], "frequencies": ..., ...} and
+    `extra`: what scripts/generate_prototxts.py --class-weights reads), report them as a table
+    and return the dictionary."""
     weights = counter.weights()
     result = {
         "class_weights": [float(w) for w in weights],
-        "class_names": class_names,
+        "class_names": list(class_names),
         "frequencies": [None if np.isnan(f) else float(f) for f in counter.frequencies],
         "class_pixels": counter.class_pixels.tolist(),
-        "num_classes": num_classes,
-        "ignore_label": ignore_label,
+        "num_classes": counter.num_classes,
+        "ignore_label": counter.ignore_label,
         "images": counter.images,
         "method": "median frequency balancing: weight(c) = median(freq) / freq(c), freq(c) = "
                   "pixels of c / all pixels of the training images containing c",
-        "root_folder": str(root.resolve()) + "/",
-        "lists": lists,
+        **extra,
     }
-    weights_path = out / "class_weights.json"
-    weights_path.write_text(json.dumps(result, indent=1) + "\n")
-    report(f"median-frequency class weights over {counter.images} training label images "
-           f"(label {ignore_label} ignored):")
+    Path(path).write_text(json.dumps(result, indent=1) + "\n")
+    void = f" (label {counter.ignore_label} ignored)" if counter.ignore_label is not None else ""
+    report(f"median-frequency class weights over {counter.images} training label images{void}:")
     width = max(len(n) for n in class_names)
     for name, weight, freq in zip(class_names, weights, counter.frequencies):
         report(f"  {name:<{width}}  {weight:8.4f}   (freq {freq:.6f})")
-    report(f"wrote {weights_path}")
-    report(f'DenseImageData: source: "{out / "train.txt"}"  root_folder: "{root}/"')
+    report(f"wrote {path}")
     return result

@@ -206,13 +206,19 @@ class ClassFrequencies:
         values = label.astype(np.int64).ravel()
         counts = np.bincount(values[values != self.ignore_label] if self.ignore_label is not None
                              else values, minlength=self.num_classes)
+        self.add(counts, values.size)
+
+    def add(self, counts, pixels):
+        """Count one label image from its histogram: `counts[c]` pixels of class c (void left
+        out) among `pixels` pixels in all (void included)."""
+        counts = np.asarray(counts, np.int64)
         if counts.size > self.num_classes:
             bad = np.nonzero(counts[self.num_classes:])[0] + self.num_classes
             raise ValueError(f"label values {bad.tolist()} outside the classes "
                              f"0..{self.num_classes - 1}")
         present = counts > 0
-        self.class_pixels += counts
-        self.image_pixels[present] += values.size  # all the image's pixels, void included
+        self.class_pixels[:counts.size] += counts
+        self.image_pixels[:counts.size][present] += int(pixels)  # the whole image, void included
         self.images += 1
 
     @property

@@ -23,9 +23,10 @@ class DataSpec:
     root_folder: str = ""
     batch_size: int = 1
     shuffle: bool = False
-    height: int = 360
+    height: int = 360   # the net's input size (the images', or new_height/new_width's)
     width: int = 480
     crop: int = 0  # random square crops of this side (training), 0 for whole images
+    resize: bool = False  # resize every image (bilinear) and label (nearest) to height x width
 
 
 @dataclass
@@ -40,6 +41,8 @@ def _data(n, data):
     param = dict(source=data.source, batch_size=data.batch_size, shuffle=data.shuffle)
     if data.root_folder:
         param["root_folder"] = data.root_folder
+    if data.resize:
+        param.update(new_height=data.height, new_width=data.width)
     if data.crop:
         param.update(crop_height=data.crop, crop_width=data.crop)
     n.data, n.label = L.DenseImageData(dense_image_data_param=param, ntop=2)
@@ -73,7 +76,8 @@ def _pool(n, index, bottom):
 def _upsample(n, index, bottom, size):
     """Upsample by pool<index>'s mask back to the exact size of the map that was pooled."""
     param = dict(scale=2)
-    if size is not None and size[0] % 2:  # ceil-rounded pooling: give the exact size back
+    if size is not None and (size[0] % 2 or size[1] % 2):
+        # the pooling rounded an odd side up (Caffe's ceil): give the exact size back
         param.update(upsample_h=size[0], upsample_w=size[1])
     name = f"upsample{index}"
     setattr(n, name, L.Upsample(bottom, getattr(n, f"pool{index}_mask"), upsample_param=param))
