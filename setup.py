@@ -23,8 +23,9 @@ setup(
         # six, scipy, scikit-learn and scikit-image: what the client code that tests/test_clients.py
         # runs imports (BVLC pycaffe's unit tests and the SegNet tutorial's scripts).
         "test": ["pytest", "hypothesis", "grpcio-tools", "h5py",
-                 "six", "scipy", "scikit-learn", "scikit-image"],
+                 "six", "scipy", "scikit-learn", "scikit-image", "onnx", "onnxruntime"],
         "hdf5": ["h5py"],
+        "onnx": ["onnx", "onnxruntime"],  # segnet-caffe export, and its check in onnxruntime
     },
     entry_points={"console_scripts": ["segnet-caffe=segnet_caffe.cli:main"]},
 )

@@ -114,16 +114,23 @@ def data_table(results):
     if not results["data"]:
         return ""
     rows = ["| variant | data set | image size | batch | DenseImageData images/s | "
-            "a training step consumes (images/s, plain engine, prototxt batch) |",
+            f"a training step on the {results['device']} consumes (images/s): plain engine at the "
+            "prototxt batch; fastest engine variant at its best batch |",
             "|---|---|---|---|---|---|"]
     consumer = {"squares": "segnet_squares", "camvid": "segnet_basic"}
     for variant, data in results["data"].items():
         for name, figure in data["decode"].items():
             consumed = _get(results, "nets", consumer[name], "engine", "train", "prototxt_batch",
                             "images_per_s")
+            trained = [(entry["train"]["best"], other) for other, entry in
+                       results["nets"].get(consumer[name], {}).items()
+                       if entry["family"] == "engine" and "train" in entry]
+            best, fastest = max(trained, key=lambda t: t[0]["images_per_s"], default=(None, ""))
             rows.append(f"| {variant} | {name} | {'x'.join(map(str, figure['size']))} | "
                         f"{figure['batch']} | {figure['images_per_s']:.1f} | "
-                        f"{_num(consumed, 2)} |")
+                        f"{_num(consumed, 2) or 'not measured'}; " + (
+                            f"{best['images_per_s']:.2f} @ {best['batch']} ({fastest})" if best
+                            else "not measured") + " |")
     rows += ["", "| variant | squares training step with its DenseImageData, batch 1 (ms) | "
              "of which waiting in the data layer (ms) |", "|---|---|---|"]
     for variant, data in results["data"].items():

@@ -49,11 +49,11 @@ SETTINGS = {
     # the longest figures (training at batch 4) cost 3 iterations, not 4. The inference batch
     # grows (1, 2, 4) while it raises images/s by more than 3%.
     "cpu": dict(sizes=nets.NATIVE_SIZES, inference_batches=[1, 2, 4], warmup=1, reps_batch1=3,
-                warmup_batched=0, reps_batched=3, sweep_gain=1.03, data_batches=5,
+                warmup_batched=0, reps_batched=3, sweep_gain=1.03, data_batches=25,
                 squares_size=512, squares_count=16),
     "cuda": dict(sizes=nets.NATIVE_SIZES, inference_batches=[1, 4, 8, 16, 32, 64],
                  train_extra_batches=[16, 32], warmup=3, reps_batch1=10, warmup_batched=2,
-                 reps_batched=5, sweep_gain=1.03, data_batches=10, squares_size=512,
+                 reps_batched=5, sweep_gain=1.03, data_batches=25, squares_size=512,
                  squares_count=32),
     # --quick: tiny inputs (every size divisible by the net's pooling factor), to check the
     # harness. The squares images stay 128x128 (the generator's smallest is 101): the data layer
@@ -95,14 +95,14 @@ def source_version():
     return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def machine(device):
+def machine(device, quick=False):
     info = {"cpu_model": hardware.model(), "cpu": hardware.describe(),
             "cpu_features": hardware.features(), "cpu_kernels": hardware.kernels(),
             "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
             "torch_interop_threads": torch.get_num_interop_threads(), "gpu": None}
-    n = 2048 if device == "cpu" else 8192
+    n = 512 if quick else 2048 if device == "cpu" else 8192  # --quick: a check, not a figure
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     info["matmul_peak_gflops"] = {"float32": matmul_peak_gflops(device, torch.float32, n),
@@ -163,6 +163,9 @@ def plan_cases(args, settings):
     else:
         cases += [(family, name, [kind], [net]) for net in args.nets
                   for family, name, kinds in computing for kind in kinds]
+    if args.kinds:  # only these measurements
+        cases = [(family, name, [k for k in kinds if k in args.kinds], case_nets)
+                 for family, name, kinds, case_nets in cases if set(kinds) & set(args.kinds)]
     return cases
 
 
@@ -276,16 +279,18 @@ def ratios(per_net, anchors_apply):
     return out
 
 
-def make_datasets(workdir, settings, quick):
-    """Generated squares (train split) in the work folder, and ../shared/data/camvid if present."""
+def make_datasets(workdir, settings, quick, camvid=CAMVID):
+    """Generated squares (train split) in the work folder, and CamVid (the tutorial layout, or
+    a scripts/pack_camvid.py folder) if present."""
     lists = make_squares(workdir / "squares", settings["squares_count"], settings["squares_size"],
                          seed=0, splits=("train",))
     datasets = {"squares": {"net": "segnet_squares", "list": str(lists["train"]),
                             "root": f"{workdir / 'squares'}/",
                             "batch": nets.prototxt_batch("segnet_squares")}}
-    if (CAMVID / "train.txt").is_file():
-        datasets["camvid"] = {"net": "segnet_basic", "list": str(CAMVID / "train.txt"),
-                              "root": f"{CAMVID}/", "batch": nets.prototxt_batch("segnet_basic")}
+    camvid = Path(camvid).resolve()
+    if (camvid / "train.txt").is_file():
+        datasets["camvid"] = {"net": "segnet_basic", "list": str(camvid / "train.txt"),
+                              "root": f"{camvid}/", "batch": nets.prototxt_batch("segnet_basic")}
     return datasets
 
 
@@ -308,6 +313,11 @@ def parse_args(argv):
     parser.add_argument("--rescore", metavar="RESULTS_JSON",
                         help="measure nothing: recompute an earlier run's ratios and table "
                              "with this checkout's rules, written to --out")
+    parser.add_argument("--kinds", nargs="+", choices=variants.KINDS,
+                        help="measure only these kinds (default: all)")
+    parser.add_argument("--camvid", default=str(CAMVID),
+                        help="the CamVid folder of the data row (default ../shared/data/camvid; "
+                             "a scripts/pack_camvid.py folder works too)")
     parser.add_argument("--case-timeout", type=int, default=1800,
                         help="seconds one measuring process may take (1800)")
     args = parser.parse_args(argv)
@@ -334,12 +344,12 @@ def main(argv=None):
                "command": " ".join(["python", "bench/run.py"] + argv),
                "source": source_version(),
                "device": args.device, "quick": args.quick,
-               "load_average_start": os.getloadavg(), "machine": machine(args.device)}
+               "load_average_start": os.getloadavg(), "machine": machine(args.device, args.quick)}
     results["flops_per_image"] = {net: flops_per_image(net, settings["sizes"][net])
                                   for net in args.nets}
     with tempfile.TemporaryDirectory(prefix="segnet-bench-") as tmp:
         workdir = Path(tmp)
-        settings["datasets"] = make_datasets(workdir, settings, args.quick)
+        settings["datasets"] = make_datasets(workdir, settings, args.quick, args.camvid)
         settings["reference_dir"] = str(workdir)
         outcomes = []
         for case in plan_cases(args, settings):

@@ -64,6 +64,13 @@ VARIANTS = [
     Variant("no_prefetch", "data layers decode each batch when it is needed, not ahead in a "
             "background thread (mode.set_data_prefetch(False))",
             enable=lambda: mode.set_data_prefetch(False), kinds=("data",)),
+    Variant("data_workers", "list data layers read a batch's items in 4 threads "
+            "(mode.set_data_workers(4), --data_workers 4)",
+            enable=lambda: mode.set_data_workers(4), kinds=("data",)),
+    Variant("data_cache", "list data layers keep decoded images in memory and read a batch's "
+            "items in 4 threads (mode.set_data_cache, --data_cache --data_workers 4): after the "
+            "first epoch a batch costs its crop, mirror and transform only",
+            enable=lambda: (mode.set_data_cache(True), mode.set_data_workers(4)), kinds=("data",)),
     Variant("bf16", "bfloat16 autocast, float32 master weights (mode.set_bf16, --bf16)",
             enable=lambda: mode.set_bf16(True), kinds=("inference", "train"), bfloat16=True),
 ]

@@ -21,7 +21,12 @@ fed the images with that layer's transform_param. Images are resized (bilinear) 
 input size (--input-size H W, the Input's shape, the data layer's new_height/new_width, or its
 list's first image); predictions are resized back to each image's size (nearest). Writes
 DIR/<name>_prediction.png and DIR/<name>_overlay.png (and DIR/<name>_uncertainty.png with
---mc-samples).
+--mc-samples). --tile covers larger images with overlapping windows of the input size instead
+of resizing (probabilities averaged in the overlaps). --video IN.mp4 (or --camera N) segments
+frames (--every K: every K-th) into DIR/<name>_overlay.mp4 and DIR/<name>_prediction.mp4 and
+prints frames/s. --save-labels also writes each prediction as a single-channel index PNG
+(DIR/labels/<name>.png), here and for the test set. The same as `segnet-caffe segment`
+(segnet_caffe/segment.py).
 
 Class names and colours: --classes squares | camvid | FILE.json (default: squares for a
 2-class net, camvid for 11 or 12); CamVid's void label 11 is ignored.
@@ -32,12 +37,11 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
-from tqdm import tqdm
 
 import segnet_caffe as caffe
-from segnet_caffe import cli, datasets, evaluate, mode, plots
+from segnet_caffe import cli, datasets, evaluate, mode, plots, segment
+from segnet_caffe.segment import class_map_for
 
 
 def parse_args(argv):
@@ -45,7 +49,8 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="inference (or deploy) prototxt")
     parser.add_argument("--weights", required=True, help=".caffemodel")
-    parser.add_argument("--iter", type=int, help="batches to run (required without --images)")
+    parser.add_argument("--iter", type=int,
+                        help="batches to run (required without --images, --video, --camera)")
     parser.add_argument("--gpu", action="store_true", help="run on CUDA (set_mode_gpu)")
     parser.add_argument("--bf16", action="store_true",
                         help="run the net under bfloat16 autocast (mode.set_bf16), as --bf16 "
@@ -56,26 +61,16 @@ def parse_args(argv):
     parser.add_argument("--mc-samples", type=int, default=1,
                         help="Monte-Carlo dropout passes per batch (Bayesian SegNet)")
     parser.add_argument("--classes", default=None, help="squares | camvid | FILE.json")
-    parser.add_argument("--images", nargs="+", default=None, metavar="FILE_OR_DIR",
-                        help="predict these images (files or folders) instead of the test set")
-    parser.add_argument("--input-size", nargs=2, type=int, default=None, metavar=("H", "W"),
-                        help="with --images: the size images are resized to")
+    segment.add_arguments(parser)  # --images, --video, --camera, --tile, --save-labels, ...
     args = parser.parse_args(argv)
-    if args.images is None and args.iter is None:
-        parser.error("--iter N is required (the number of test batches), unless --images is given")
+    if not segment.check_arguments(parser, args, need_input=False) and args.iter is None:
+        parser.error("--iter N is required (the number of test batches), unless --images, "
+                     "--video or --camera is given")
     if args.iter is not None and args.iter < 1:
         parser.error("--iter must be at least 1")
     if args.samples < 0:
         parser.error("--samples must be 0 or more")
     return args
-
-
-def class_map_for(spec, num_classes):
-    classes = datasets.load_class_map(spec) if spec else datasets.default_class_map(num_classes)
-    if len(classes.names) < num_classes:
-        raise ValueError(f"--classes gives {len(classes.names)} classes but the net predicts "
-                         f"{num_classes}")
-    return classes
 
 
 def run_on_dataset(args, out):
@@ -88,8 +83,11 @@ def run_on_dataset(args, out):
     transform = evaluate.data_transform(net)
 
     samples = []
+    save_labels = segment.DatasetLabels(net, out) if args.save_labels else None
 
     def keep_samples(batch):
+        if save_labels is not None:
+            save_labels(batch.prediction)
         for i in range(batch.label.shape[0]):
             if len(samples) < args.samples:
                 samples.append((batch.data[i].cpu().numpy(), batch.label[i].cpu().numpy(),
@@ -121,40 +119,6 @@ def run_on_dataset(args, out):
     print(f"wrote {path}")
 
 
-def run_on_images(args, out):
-    net, spec = evaluate.deploy_net(args.model, args.weights, args.input_size)
-    if "prob" not in net.blobs:
-        raise caffe.CaffeError(f'{args.model}: no "prob" blob (the Softmax output) to predict from')
-    num_classes = net.blobs["prob"].shape[1]
-    classes = class_map_for(args.classes, num_classes)
-    mc_samples = evaluate.check_mc_samples(net, args.mc_samples)
-    print(f"input: {spec.source}; images resized to {spec.height}x{spec.width}")
-
-    used = set()
-    for path in tqdm(evaluate.image_paths(args.images), desc="predict", unit="image",
-                     disable=None):
-        image = evaluate.read_image(path, spec.channels)
-        prob, variance = evaluate.predict_image(net, spec, image, mc_samples)
-        prediction = prob.argmax(dim=0).cpu().numpy().astype(np.uint8)
-        height, width = image.shape[:2]
-        prediction = cv2.resize(prediction, (width, height), interpolation=cv2.INTER_NEAREST)
-        name = path.stem
-        while name in used:
-            name += "_"
-        used.add(name)
-        rgb = image[:, :, ::-1] if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
-        cv2.imwrite(str(out / f"{name}_prediction.png"),
-                    datasets.colorize(prediction, classes)[:, :, ::-1])
-        cv2.imwrite(str(out / f"{name}_overlay.png"),
-                    datasets.overlay(rgb, prediction, classes)[:, :, ::-1])
-        if variance is not None:
-            uncertainty = cv2.resize(variance.mean(dim=0).cpu().numpy(), (width, height),
-                                     interpolation=cv2.INTER_LINEAR)
-            cv2.imwrite(str(out / f"{name}_uncertainty.png"),
-                        plots.uncertainty_to_rgb(uncertainty)[:, :, ::-1])
-    print(f"wrote predictions of {len(used)} image(s) to {out}/")
-
-
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -163,8 +127,8 @@ def main(argv=None):
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         with torch.no_grad():
-            if args.images is not None:
-                run_on_images(args, out)
+            if args.images is not None or args.video is not None or args.camera is not None:
+                segment.run(args, out)
             else:
                 run_on_dataset(args, out)
     except (caffe.CaffeError, ValueError, OSError) as exc:

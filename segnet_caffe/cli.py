@@ -130,6 +130,8 @@ def _train(args, param, gpus):
     solver = SOLVERS[solver_type(param)](param, source=args.solver)
     solver.overwrite_snapshots = args.overwrite_snapshots
     solver.snapshot_on_nan = not args.no_snapshot_on_nan
+    if args.keep_best and distributed.is_root():  # process 0 alone tests
+        solver.keep_best_by(args.keep_best)
     if distributed.in_job():
         request = distributed.GradientAverager(solver).request
     else:
@@ -272,6 +274,51 @@ def cmd_draw(args):
     return 0
 
 
+def _batch(text):
+    """--batch N | dynamic."""
+    if text == "dynamic":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive number or "dynamic", got "{text}"')
+    return value
+
+
+def _positive_count(text):
+    """--data_workers N: a whole number, at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f'expected a whole number of threads, at least 1, got '
+                                         f'"{text}"')
+    return int(text)
+
+
+def cmd_export(args):
+    from .export import export_onnx
+
+    export_onnx(args.model, args.weights, args.out, input_size=args.input_size, batch=args.batch,
+                opset=args.opset, fp16=args.fp16, argmax=args.argmax, mc_dropout=args.mc_dropout,
+                output=args.output, verify=not args.no_verify, verify_images=args.verify_images)
+    return 0
+
+
+def cmd_segment(args):
+    from pathlib import Path
+
+    from . import segment
+
+    choose_device(args.gpu)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        segment.run(args, out)
+    except ValueError as error:  # a bad --classes file
+        raise CaffeError(str(error)) from error
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="segnet-caffe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -320,6 +367,16 @@ def build_parser():
                "exchange, during process 0's tests and snapshots) before the job stops")
     _flag(train, "log_file", default="",
           help="log file (default: <snapshot_prefix>_<time>.log next to the snapshots; none: off)")
+    _flag(train, "keep_best", default="", metavar="OUTPUT",
+          help="after each test pass, when test net #0's OUTPUT improved (its mean; lower for a "
+               'name containing "loss", else higher), write <snapshot_prefix>_best.caffemodel '
+               "and _best.json")
+    train.add_argument("--keep-best", dest="keep_best", help=argparse.SUPPRESS)
+    _flag(train, "data_cache", action="store_true",
+          help="ImageData/DenseImageData keep every decoded image and label in memory after its "
+               "first read (later epochs only crop, mirror and transform)")
+    _flag(train, "data_workers", type=_positive_count, default=1, metavar="N",
+          help="threads that read and transform a batch's items (default 1)")
     train.set_defaults(run=cmd_train)
 
     test = commands.add_parser("test", help="score a net's outputs over --iterations batches")
@@ -352,6 +409,51 @@ def build_parser():
                       help="show the learning-rate multipliers of learning layers")
     draw.add_argument("--debug", action="store_true")
     draw.set_defaults(run=cmd_draw)
+
+    def deployed(sub, out_help):
+        """--model, --weights, --out and --debug of the commands that run a deploy net."""
+        sub.add_argument("--model", required=True, help="the inference or deploy prototxt")
+        sub.add_argument("--weights", required=True, help="the .caffemodel")
+        sub.add_argument("--out", required=True, help=out_help)
+        sub.add_argument("--debug", action="store_true", help="show Python tracebacks")
+
+    export = commands.add_parser(
+        "export", help="write a net (TEST phase, BN folded) as an ONNX file, checked in "
+                       "onnxruntime against the engine")
+    deployed(export, "the ONNX file to write")
+    export.add_argument("--input-size", "--input_size", dest="input_size", nargs=2, type=int,
+                        metavar=("H", "W"), help="input height and width (default: the "
+                        "prototxt's Input shape or data layer size)")
+    export.add_argument("--batch", type=_batch, default=1,
+                        help='the input batch: a number (default 1) or "dynamic"')
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset, 12..20 (default 17)")
+    export.add_argument("--fp16", action="store_true",
+                        help="float16 weights and arithmetic (float32 input and outputs)")
+    export.add_argument("--argmax", action="store_true",
+                        help='also output "argmax", the class map (N, H, W)')
+    export.add_argument("--output", default="prob", help='the blob to output (default "prob")')
+    export.add_argument("--mc-dropout", "--mc_dropout", dest="mc_dropout", action="store_true",
+                        help="keep the Dropout layers that sample at test time (Bayesian SegNet) "
+                             "as random masks: each run is one Monte-Carlo sample")
+    export.add_argument("--verify-images", "--verify_images", dest="verify_images", nargs="+",
+                        metavar="FILE_OR_DIR",
+                        help="compare with the engine on these images (default: synthetic ones)")
+    export.add_argument("--no-verify", "--no_verify", dest="no_verify", action="store_true",
+                        help="write the file without checking it in onnxruntime")
+    export.set_defaults(run=cmd_export)
+
+    from . import segment
+
+    seg = commands.add_parser(
+        "segment", help="segment images, a video or a camera's frames with a deploy net "
+                        "(overlays, class colours, index PNGs)")
+    deployed(seg, "the output folder")
+    seg.add_argument("--mc-samples", type=int, default=1,
+                     help="Monte-Carlo dropout passes per picture (Bayesian SegNet)")
+    seg.add_argument("--classes", default=None, help="squares | camvid | FILE.json")
+    _flag(seg, "gpu", default="", help="GPU id (default: CPU)")
+    segment.add_arguments(seg)
+    seg.set_defaults(run=cmd_segment, check=lambda args: segment.check_arguments(seg, args))
     return parser
 
 
@@ -373,10 +475,15 @@ def run_reporting_errors(run, debug=False, program="segnet-caffe"):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "check", None) is not None:
+        args.check(args)  # the subcommand's own argument rules (argparse errors)
     args.argv = list(argv)  # a multi-process train runs this same command in each process
     mode.set_bf16(getattr(args, "bf16", False))
     mode.set_channels_last(getattr(args, "channels_last", None))
+    mode.set_data_cache(getattr(args, "data_cache", False))
+    mode.set_data_workers(getattr(args, "data_workers", 1))
     return run_reporting_errors(lambda: args.run(args), getattr(args, "debug", False))
 
 

@@ -1,5 +1,5 @@
 """Engine options: how a net computes (precision, memory layout, mask format, data prefetch,
-Caffe's arithmetic order), as one value a Net captures when it is built.
+cache and threads, Caffe's arithmetic order), as one value a Net captures when it is built.
 
     net = caffe.Net("deploy.prototxt", caffe.TEST)              # the current options
     with caffe.options(bf16=True, channels_last=True):
@@ -17,6 +17,7 @@ import dataclasses
 import torch
 
 from . import hardware
+from .errors import CaffeError
 from .logs import get_logger
 
 
@@ -31,6 +32,11 @@ class EngineOptions:
         (None: see convolves_channels_last).
     compact_masks: max pooling over tiling windows keeps one byte per pooled element.
     data_prefetch: list and LMDB data layers decode the next batch in a background thread.
+    data_cache: ImageData and DenseImageData keep each list entry's decoded (and resized) image
+        and label in memory after its first read: from then on a batch costs only its crop,
+        mirror and transform (memory: the decoded data set, logged once it is all cached).
+    data_workers: threads that read and transform a batch's items of an ImageData or
+        DenseImageData layer in parallel (OpenCV and numpy release the GIL); 1 = in turn.
     caffe_accumulation: Caffe's order of float32 arithmetic (im2col + BLAS convolutions on the
         CPU, the fork's BN formulas) instead of the fast kernels, to reproduce Caffe's training
         runs to 1e-4.
@@ -41,7 +47,15 @@ class EngineOptions:
     channels_last: bool | None = None
     compact_masks: bool = True
     data_prefetch: bool = True
+    data_cache: bool = False
+    data_workers: int = 1
     caffe_accumulation: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.data_workers, bool) or not isinstance(self.data_workers, int) \
+                or self.data_workers < 1:
+            raise CaffeError(f"data_workers must be a whole number of threads, at least 1; got "
+                             f"{self.data_workers!r}")
 
     def computes_bf16(self, device):
         """Whether forwards on `device` run under bfloat16 autocast: bf16 is asked for and the

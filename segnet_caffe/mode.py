@@ -1,6 +1,7 @@
 """pycaffe's process defaults: Caffe's global mode (CPU/GPU), device id and random seed; and,
 as setters of the process default of segnet_caffe.engine_options, the engine switches
-(bfloat16, channels-last, compact masks, prefetch, Caffe's arithmetic order)."""
+(bfloat16, channels-last, compact masks, prefetch, data cache and threads, Caffe's arithmetic
+order)."""
 import torch
 
 from . import engine_options
@@ -114,6 +115,20 @@ def set_data_prefetch(enabled):
 def data_prefetch():
     """Whether nets built now decode ahead (set_data_prefetch)."""
     return engine_options.current().data_prefetch
+
+
+def set_data_cache(enabled):
+    """ImageData and DenseImageData layers of the nets built from now on keep every decoded
+    (and resized) image and label in memory after its first read, so later epochs only crop,
+    mirror and transform (EngineOptions.data_cache). The batches are the same either way."""
+    engine_options.set_default(data_cache=bool(enabled))
+
+
+def set_data_workers(count):
+    """Threads with which the ImageData and DenseImageData layers of the nets built from now on
+    read and transform a batch's items (EngineOptions.data_workers; 1: one after the other).
+    The batches are the same for any count."""
+    engine_options.set_default(data_workers=count)
 
 
 def set_bf16(enabled, without_native_support=False):

@@ -26,6 +26,16 @@ def parse_training_log(path):
     return train, tests
 
 
+def mean_per_iteration(points):
+    """A test output's points, a vector output's entries (several values logged at one
+    iteration, such as per_class_accuracy) averaged: ([(iter, value)], entries per iteration)."""
+    by_iteration = {}
+    for iteration, value in points:
+        by_iteration.setdefault(iteration, []).append(value)
+    entries = max(len(values) for values in by_iteration.values())
+    return [(i, sum(values) / len(values)) for i, values in by_iteration.items()], entries
+
+
 def plot_training_log(log_path, png_path):
     """Plot training loss (and each test output) against iterations into `png_path`."""
     import matplotlib
@@ -41,13 +51,14 @@ def plot_training_log(log_path, png_path):
     other_axis = None
     colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"][1:] * 4)
     for (net, name), points in sorted(tests.items()):
+        points, entries = mean_per_iteration(points)
         is_loss = "loss" in name
         axis = loss_axis if is_loss else (other_axis or loss_axis.twinx())
         if not is_loss:
             other_axis = axis
             axis.set_ylabel("test accuracy / score")
         axis.plot(*zip(*points), marker="o", linestyle="--", color=next(colours),
-                  label=f"test #{net} {name}")
+                  label=f"test #{net} {name}" + (f" (mean of {entries})" if entries > 1 else ""))
     loss_axis.set_xlabel("iteration")
     loss_axis.set_ylabel("loss")
     loss_axis.set_title("Training loss and test outputs" if tests else "Training loss")

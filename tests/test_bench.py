@@ -224,6 +224,21 @@ def test_quick_run_writes_the_schema(tmp_path):
     _check_schema(results, table, sorted(nets.NATIVE_SIZES), computing)
 
 
+def test_kinds_select_the_cases_and_the_data_options_are_data_variants():
+    def cases(*argv):
+        return run.plan_cases(run.parse_args(["--quick", "--nets", "segnet_basic", *argv]),
+                              run.SETTINGS["quick"])
+
+    assert cases("--variants", "data_cache", "data_workers", "--kinds", "data") == [
+        ("engine", "engine", ["data"], []), ("engine", "data_workers", ["data"], []),
+        ("engine", "data_cache", ["data"], [])]
+    assert cases("--variants", "engine", "--kinds", "train") == [
+        ("engine", "engine", ["train"], ["segnet_basic"])]
+    assert cases("--variants", "engine") == [
+        ("engine", "engine", ["data"], []),
+        ("engine", "engine", ["inference", "train"], ["segnet_basic"])]
+
+
 def test_a_failing_case_is_reported_not_fatal(tmp_path):
     """A variant that cannot run becomes an error entry naming it; the run goes on."""
     settings = dict(run.SETTINGS["quick"], train_batches={"segnet_squares": 4}, threads=1,

@@ -186,6 +186,16 @@ CASES = [
     ("step policy with negative stepsize",
      edit("solver.prototxt", '"fixed"', '"step" gamma: 0.1 stepsize: -10'), TRAIN, train_api,
      r'^solver\.prototxt: lr_policy step needs a positive stepsize, got -10$'),
+    ("--keep_best without a test net", None, TRAIN + ("--keep_best", "loss"),
+     lambda: caffe.get_solver("solver.prototxt").keep_best_by("loss"),
+     r'^solver\.prototxt: --keep_best loss needs a test net that runs during training \(test_net, '
+     r'or net for both phases, with test_iter and test_interval > 0\)$'),
+    ("--keep_best of an output the test net lacks",
+     edit("solver.prototxt", "max_iter", "test_iter: 1 test_interval: 1 max_iter"),
+     TRAIN + ("--keep_best", "acuracy"),
+     lambda: caffe.get_solver("solver.prototxt").keep_best_by("acuracy"),
+     r'^solver\.prototxt: --keep_best acuracy: test net #0 \(net\.prototxt\) has no output '
+     r'"acuracy"; its outputs: loss$'),
     # ----- weights
     ("missing weights file", None, TRAIN + ("--weights", "w.caffemodel"),
      lambda: train_api(weights="w.caffemodel"), r'^w\.caffemodel: cannot read \(No such file'),

@@ -1,6 +1,6 @@
 """Data layers: DenseImageData (SegNet fork) and ImageData (BVLC), on tiny PNGs written here, and
 the DenseImageData fixtures recorded from real SegNet Caffe."""
-from pathlib import Path
+import time
 
 import cv2
 import numpy as np
@@ -9,10 +9,10 @@ import torch
 
 import segnet_caffe as caffe
 from segnet_caffe import CaffeError, io
+from tests.conftest import SHARED_DIR
 from tests.layer_testing import check_resume_gives_the_same_batch, net_from_text
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATA_FIXTURES = SHARED / "conformance" / "data"
+DATA_FIXTURES = SHARED_DIR / "conformance" / "data"
 FIXTURES = sorted(p.stem for p in DATA_FIXTURES.glob("*.npz")) if DATA_FIXTURES.is_dir() else []
 
 
@@ -172,25 +172,37 @@ def test_dense_state_resumes_the_data_order(tmp_path, monkeypatch):
         lambda: dense_net("list.txt", dense="shuffle: true mirror: true", batch_size=2))
 
 
+def _batches(make_net, count, options, state=None):
+    """`count` (data, label) batches of a net built under `options`, optionally resumed from a
+    data-layer state; the net is returned too."""
+    with caffe.options(**options):
+        caffe.set_random_seed(3)
+        net = make_net()
+    if state is not None:
+        net.layers[0].load_state(state)
+    seen = []
+    for _ in range(count):
+        net.forward()
+        seen.append((net.blobs["data"].data.copy(), net.blobs["label"].data.copy()))
+    return net, seen
+
+
+def _assert_same(batches, reference):
+    assert len(batches) == len(reference)
+    for (data, label), (expected_data, expected_label) in zip(batches, reference):
+        np.testing.assert_array_equal(data, expected_data)
+        np.testing.assert_array_equal(label, expected_label)
+
+
 def test_dense_prefetch_decodes_ahead_with_the_same_batches_and_resume(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_pairs(tmp_path, 5)
     write_list(tmp_path, [f"img/{i}.png lab/{i}.png" for i in range(5)])
 
     def batches(prefetch, count=4, state=None):
-        caffe.mode.set_data_prefetch(prefetch)
-        try:
-            caffe.set_random_seed(3)
-            net = dense_net("list.txt", dense="shuffle: true mirror: true", batch_size=2)
-            if state:
-                net.layers[0].load_state(state)
-            seen = []
-            for _ in range(count):
-                net.forward()
-                seen.append((net.blobs["data"].data.copy(), net.blobs["label"].data.copy()))
-            return net, seen
-        finally:
-            caffe.mode.set_data_prefetch(True)
+        return _batches(lambda: dense_net("list.txt", dense="shuffle: true mirror: true",
+                                          batch_size=2),
+                        count, dict(data_prefetch=prefetch), state)
 
     net, ahead = batches(True)
     _, plain = batches(False)
@@ -265,7 +277,7 @@ def test_dense_tops_are_float32_on_the_mode_device(pairs):
 @pytest.mark.skipif(not FIXTURES, reason=f"DenseImageData fixtures not found at {DATA_FIXTURES}")
 @pytest.mark.parametrize("name", FIXTURES)
 def test_dense_fixture(name, monkeypatch):
-    monkeypatch.chdir(SHARED)  # the fixtures' paths are relative to shared/
+    monkeypatch.chdir(SHARED_DIR)  # the fixtures' paths are relative to shared/
     record = np.load(DATA_FIXTURES / f"{name}.npz")
     net = caffe.Net(str(DATA_FIXTURES / f"{name}.prototxt"), caffe.TRAIN)
     k = 0
@@ -324,3 +336,148 @@ def test_image_data_errors(pairs, tmp_path):
     with pytest.raises(CaffeError, match="takes 2 top"):
         net_from_text('layer { name: "d" type: "ImageData" top: "data" '
                       'image_data_param { source: "cls.txt" batch_size: 1 } }')
+
+
+# ----- the data cache and item threads (EngineOptions.data_cache, data_workers) -------------------
+DATA_OPTIONS = [dict(data_cache=True), dict(data_workers=3), dict(data_cache=True, data_workers=3),
+                dict(data_cache=True, data_workers=3, data_prefetch=False)]
+
+
+@pytest.mark.parametrize("options", DATA_OPTIONS, ids=lambda o: ",".join(sorted(o)))
+def test_dense_cache_and_workers_give_the_same_batches_and_resume(tmp_path, monkeypatch, options):
+    monkeypatch.chdir(tmp_path)
+    write_pairs(tmp_path, 5, height=6, width=8)
+    write_list(tmp_path, [f"img/{i}.png lab/{i}.png" for i in range(5)])
+
+    def make_net():  # random order, mirror and crop; batches of 3 wrap around the 5 entries
+        return dense_net("list.txt", batch_size=3,
+                         dense="shuffle: true mirror: true crop_height: 4 crop_width: 5",
+                         transform="mean_value: 10 scale: 0.5")
+
+    plain = dict(data_cache=False, data_workers=1, data_prefetch=False)
+    _, reference = _batches(make_net, 7, plain)
+    mirrored = [np.array_equal(d[:, :, :, ::-1], d) for d, _ in reference]
+    assert not all(mirrored)  # the draws matter: a wrong rng per item would show
+    net, batches = _batches(make_net, 4, options)
+    _assert_same(batches, reference[:4])
+    # A resume from the state after 4 batches continues with batch 5, whatever was cached.
+    _, resumed = _batches(make_net, 3, options, state=net.layers[0].state())
+    _assert_same(resumed, reference[4:])
+
+
+def test_dense_cache_reads_each_file_once_and_says_its_size(tmp_path, monkeypatch, log_messages):
+    from segnet_caffe.layers import image_io
+
+    monkeypatch.chdir(tmp_path)
+    write_pairs(tmp_path, 4)
+    write_list(tmp_path, [f"img/{i}.png lab/{i}.png" for i in range(4)])
+    reads = []
+    imread = image_io.cv2.imread
+    monkeypatch.setattr(image_io.cv2, "imread", lambda path, flag: reads.append(path)
+                        or imread(path, flag))
+    with caffe.options(data_cache=True, data_workers=2):
+        net = dense_net("list.txt", dense="shuffle: true", batch_size=3)
+    first = []
+    for _ in range(2):  # 6 items: every entry read
+        net.forward()
+        first.append(net.blobs["data"].data.copy())
+    assert sorted(reads) == sorted([f"img/{i}.png" for i in range(4)]
+                                   + [f"lab/{i}.png" for i in range(4)])
+    cached = [m for m in log_messages if "kept in memory" in m]
+    assert cached == ['layer "data": all 4 entries of list.txt decoded and kept in memory '
+                      '(0 MiB, data_cache)']
+    for path in tmp_path.glob("*/*.png"):  # later epochs need no file
+        path.unlink()
+    for _ in range(4):
+        net.forward()
+    assert len(reads) == 8
+    cached_arrays = net.layers[0]._decoded[0].result()
+    assert not any(array.flags.writeable for array in cached_arrays)
+
+
+def test_dense_cache_decodes_an_entry_once_when_threads_ask_for_it_together(tmp_path,
+                                                                            monkeypatch):
+    from segnet_caffe.layers import image_io
+
+    monkeypatch.chdir(tmp_path)
+    write_pairs(tmp_path, 2)
+    write_list(tmp_path, ["img/0.png lab/0.png", "img/1.png lab/1.png"])
+    reads = []
+    imread = image_io.cv2.imread
+
+    def slow_imread(path, flag):  # long enough for the other threads to ask meanwhile
+        reads.append(path)
+        time.sleep(0.05)
+        return imread(path, flag)
+
+    monkeypatch.setattr(image_io.cv2, "imread", slow_imread)
+    with caffe.options(data_cache=True, data_workers=4, data_prefetch=False):
+        net = dense_net("list.txt", batch_size=6)  # each entry 3 times in a batch
+    net.forward()
+    assert sorted(reads) == ["img/0.png", "img/1.png", "lab/0.png", "lab/1.png"]
+    np.testing.assert_array_equal(net.blobs["data"].data[0], net.blobs["data"].data[2])
+
+
+def test_image_data_cache_and_workers_give_the_same_batches(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_pairs(tmp_path, 3, height=5, width=7)
+    write_list(tmp_path, ["img/0.png 7", "img/1.png 3", "img/2.png 11"], "cls.txt")
+
+    def make_net():
+        return image_net("cls.txt", params="shuffle: true", transform="crop_size: 3 mirror: true",
+                         batch_size=2)
+
+    _, reference = _batches(make_net, 5, dict(data_prefetch=False))
+    _, batches = _batches(make_net, 5, dict(data_cache=True, data_workers=2))
+    _assert_same(batches, reference)
+
+
+def test_item_threads_raise_the_first_bad_item_as_reading_in_turn(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_pairs(tmp_path, 2)
+    write_list(tmp_path, ["img/0.png lab/0.png", "img/missing.png lab/1.png",
+                          "img/1.png lab/missing.png"])
+    messages = []
+    for options in (dict(data_prefetch=False), dict(data_workers=3, data_cache=True)):
+        with caffe.options(**options):
+            net = None
+            with pytest.raises(CaffeError) as error:
+                net = dense_net("list.txt", batch_size=3)
+                net.forward()
+        messages.append(str(error.value))
+    assert messages[0] == messages[1]
+    assert 'list.txt:2: cannot read image "img/missing.png": no such file' in messages[0]
+
+
+def test_data_workers_must_be_a_positive_count():
+    with pytest.raises(CaffeError, match=r"data_workers must be a whole number of threads, at "
+                                         r"least 1; got 0"):
+        with caffe.options(data_workers=0):
+            pass
+    with pytest.raises(CaffeError, match="got 2.5"):
+        caffe.EngineOptions(data_workers=2.5)
+
+
+def test_train_flags_set_the_data_options_of_its_nets(tmp_path, tiny_dataset, cli_in_process,
+                                                      monkeypatch):
+    from segnet_caffe import solver as solver_module
+
+    (tmp_path / "net.prototxt").write_text(f"""
+        layer {{ name: "data" type: "DenseImageData" top: "data" top: "label"
+                 dense_image_data_param {{ source: "{tiny_dataset}" batch_size: 5 }} }}
+        layer {{ name: "conv" type: "Convolution" bottom: "data" top: "score"
+                 convolution_param {{ num_output: 2 kernel_size: 1 }} }}
+        layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" }}""")
+    (tmp_path / "solver.prototxt").write_text(
+        f'net: "{tmp_path}/net.prototxt" base_lr: 0.1 lr_policy: "fixed" max_iter: 2 '
+        'snapshot_after_train: false')
+    built, initial_history = [], solver_module.Solver._initial_history
+    monkeypatch.setattr(solver_module.Solver, "_initial_history",
+                        lambda self: built.append(self.options) or initial_history(self))
+    status, err = cli_in_process("train", "--solver", tmp_path / "solver.prototxt",
+                                 "--data_cache", "--data_workers", "2", "--log_file", "none")
+    assert status == 0, err
+    assert (built[0].data_cache, built[0].data_workers) == (True, 2)
+    assert 'layer "data": all 5 entries of' in err
+    with pytest.raises(SystemExit):
+        cli_in_process("train", "--solver", tmp_path / "solver.prototxt", "--data_workers", "0")

@@ -48,33 +48,43 @@ class DenseImageDataLayer(ListDataLayer):
         self.start(param.source, param.batch_size, param.shuffle, param.rand_skip,
                    self.mirror or self.crop[0] > 0)
 
+    def decode_entry(self, index):
+        """Entry `index`'s image and label, decoded (and resized), checked to match in size."""
+        number, (image_name, label_name) = self.entries[index]
+        where = f"{self.source}:{number}"
+        image_path, label_path = self.root + image_name, self.root + label_name
+        image = decode(self, image_path, where, self.is_color, *self.new_size)
+        label = decode(self, label_path, where, False, *self.new_size, is_label=True)
+        if image.shape[:2] != label.shape[:2]:
+            raise self.error(f'{where}: image "{image_path}" is {image.shape[0]}x'
+                             f'{image.shape[1]} but label "{label_path}" is {label.shape[0]}x'
+                             f"{label.shape[1]} (HxW): they must match")
+        return image, label
+
+    def make_item(self, position, index, decoded):
+        """(data, label, name) of the item at `position`: the same random mirror and crop of
+        image and label, then the transform of the image."""
+        image, label = decoded
+        number, (image_name, _) = self.entries[index]
+        where = f"{self.source}:{number}"
+        image_path = self.root + image_name
+        rng = self.order.rng(position)
+        if self.mirror and rng.integers(2):
+            image, label = image[:, ::-1], label[:, ::-1]
+        if self.crop[0]:
+            crop_height, crop_width = self.crop
+            height, width = image.shape[:2]
+            if height < crop_height or width < crop_width:
+                raise self.error(f'{where}: image "{image_path}" is {height}x{width}, smaller '
+                                 f"than crop_height x crop_width {crop_height}x{crop_width}")
+            top = int(rng.integers(height - crop_height + 1))
+            left = int(rng.integers(width - crop_width + 1))
+            image = image[top:top + crop_height, left:left + crop_width]
+            label = label[top:top + crop_height, left:left + crop_width]
+        return (self.transform(image, rng, where), label.transpose(2, 0, 1).astype(np.float32),
+                f'"{image_path}" ({where})')
+
     def load_batch(self, k):
         """Batch k's (data, label) arrays."""
-        images, labels, names = [], [], []
-        for position in self.order.positions(k):
-            number, (image_name, label_name) = self.entries[self.order.entry(position)]
-            where = f"{self.source}:{number}"
-            image_path, label_path = self.root + image_name, self.root + label_name
-            image = decode(self, image_path, where, self.is_color, *self.new_size)
-            label = decode(self, label_path, where, False, *self.new_size, is_label=True)
-            if image.shape[:2] != label.shape[:2]:
-                raise self.error(f'{where}: image "{image_path}" is {image.shape[0]}x'
-                                 f'{image.shape[1]} but label "{label_path}" is {label.shape[0]}x'
-                                 f"{label.shape[1]} (HxW): they must match")
-            rng = self.order.rng(position)
-            if self.mirror and rng.integers(2):
-                image, label = image[:, ::-1], label[:, ::-1]
-            if self.crop[0]:
-                crop_height, crop_width = self.crop
-                height, width = image.shape[:2]
-                if height < crop_height or width < crop_width:
-                    raise self.error(f'{where}: image "{image_path}" is {height}x{width}, smaller '
-                                     f"than crop_height x crop_width {crop_height}x{crop_width}")
-                top = int(rng.integers(height - crop_height + 1))
-                left = int(rng.integers(width - crop_width + 1))
-                image = image[top:top + crop_height, left:left + crop_width]
-                label = label[top:top + crop_height, left:left + crop_width]
-            images.append(self.transform(image, rng, where))
-            labels.append(label.transpose(2, 0, 1).astype(np.float32))
-            names.append(f'"{image_path}" ({where})')
+        images, labels, names = zip(*self.batch_items(k))
         return [stack(self, images, names, "image"), stack(self, labels, names, "label of")]

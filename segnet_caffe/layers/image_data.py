@@ -39,15 +39,20 @@ class ImageDataLayer(ListDataLayer):
         self.start(param.source, param.batch_size, param.shuffle, param.rand_skip,
                    self.transform.random)
 
+    def decode_entry(self, index):
+        """Entry `index`'s image, decoded (and resized)."""
+        number, (name, _) = self.entries[index]
+        return (decode(self, self.root + name, f"{self.source}:{number}", self.is_color,
+                       *self.new_size),)
+
+    def make_item(self, position, index, decoded):
+        """(data, label, name) of the item at `position`: the transformed image and its label."""
+        number, (name, label) = self.entries[index]
+        where = f"{self.source}:{number}"
+        return (self.transform(decoded[0], self.order.rng(position), where), label,
+                f'"{self.root + name}" ({where})')
+
     def load_batch(self, k):
         """Batch k's (data, label) arrays."""
-        images, labels, names = [], [], []
-        for position in self.order.positions(k):
-            number, (name, label) = self.entries[self.order.entry(position)]
-            where = f"{self.source}:{number}"
-            path = self.root + name
-            image = decode(self, path, where, self.is_color, *self.new_size)
-            images.append(self.transform(image, self.order.rng(position), where))
-            labels.append(label)
-            names.append(f'"{path}" ({where})')
+        images, labels, names = zip(*self.batch_items(k))
         return [stack(self, images, names, "image"), np.asarray(labels, dtype=np.float32)]

@@ -4,9 +4,12 @@ ReadImageToCVMat, Caffe's DataTransformer on cv::Mats, the batch order, and the 
 A batch is a pure function of its index k (`ListDataLayer.load_batch(k)`): the order of epoch e
 is a permutation drawn from (seed, e) and each item's random crop/mirror from (seed, position),
 so the loader's whole state is (seed, k), a resumed run continues with the same data, and a
-background thread can decode batch k+1 while batch k trains.
+background thread can decode batch k+1 while batch k trains. For the same reason the engine
+options data_cache (keep each entry's decoded image in memory) and data_workers (read a batch's
+items in several threads) change how fast a batch comes, never what it holds.
 """
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
@@ -59,7 +62,8 @@ def decode(layer, path, where, is_color, new_height=0, new_width=0, is_label=Fal
     image = cv2.imread(path, cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise layer.error(f'{where}: cannot read {kind} "{path}": OpenCV cannot decode it')
-    _say_once_if_converted(layer, path, where, is_color, is_label)
+    with layer.said_lock:  # items may be decoded in several threads (data_workers)
+        _say_once_if_converted(layer, path, where, is_color, is_label)
     if new_height > 0 and new_width > 0:
         image = cv2.resize(image, (new_width, new_height),
                            interpolation=cv2.INTER_NEAREST if is_label else cv2.INTER_LINEAR)
@@ -250,6 +254,20 @@ def _size(array):
 # One thread decodes ahead for every data layer: OpenCV and numpy release the GIL, so it runs
 # beside the step's torch kernels.
 _PREFETCH = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segnet-caffe-data")
+# The threads that read a batch's items (EngineOptions.data_workers > 1): one pool per count,
+# shared by the layers asking for it. Their tasks submit nothing, so a prefetch waiting on them
+# cannot deadlock.
+_ITEM_POOLS = {}
+_ITEM_POOLS_LOCK = threading.Lock()
+
+
+def _item_pool(workers):
+    with _ITEM_POOLS_LOCK:
+        pool = _ITEM_POOLS.get(workers)
+        if pool is None:
+            pool = _ITEM_POOLS[workers] = ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="segnet-caffe-items")
+        return pool
 
 
 # ----- the data-layer base -----------------------------------------------------------------------
@@ -260,6 +278,11 @@ class ListDataLayer(BaseLayer):
     implement `load_batch(k)` -> the numpy arrays of the tops for batch k. Each forward starts
     decoding the next batch in a background thread; `self.batch` counts the batches handed
     out, so the saved state (and a resume) does not depend on what was decoded ahead.
+
+    Layers that read image files implement `decode_entry(index)` (entry `index`'s decoded
+    arrays: what depends on the file alone) and `make_item(position, index, decoded)` (the
+    item at a position: its random crop, mirror and transform), and build batches with
+    `batch_items(k)`, which applies the engine options data_cache and data_workers.
     """
 
     bottom_count = (0, 0)
@@ -285,6 +308,10 @@ class ListDataLayer(BaseLayer):
         self.batch = 0
         self._cache = None
         self.conversions_said = set()  # channel conversions already logged (see decode)
+        self.said_lock = threading.Lock()
+        self._decoded = {}  # entry index -> a Future of decode_entry's arrays (data_cache)
+        self._decoded_bytes = self._decoded_count = 0
+        self._decoded_lock = threading.Lock()
         log = get_logger()
         log.info(f"Opening file {source}")
         if shuffle:
@@ -296,6 +323,62 @@ class ListDataLayer(BaseLayer):
 
     def load_batch(self, k):
         raise NotImplementedError
+
+    def decode_entry(self, index):
+        """The arrays read from entry `index`'s files (layers using batch_items)."""
+        raise NotImplementedError
+
+    def make_item(self, position, index, decoded):
+        """The item at `position` (entry `index`) made from its decoded arrays, which it must
+        not modify (cached ones are read-only)."""
+        raise NotImplementedError
+
+    def batch_items(self, k):
+        """make_item(...) of each item of batch k, in order: each entry decoded (or taken from
+        memory: data_cache), the items made in data_workers threads (a decode error is raised
+        for the first failing item, as when reading them in turn)."""
+        positions = list(self.order.positions(k))
+        indices = [self.order.entry(position) for position in positions]
+
+        def item(position, index):
+            return self.make_item(position, index, self._decoded_entry(index))
+
+        workers = self.options.data_workers
+        if workers > 1 and len(positions) > 1:
+            return list(_item_pool(workers).map(item, positions, indices))
+        return [item(position, index) for position, index in zip(positions, indices)]
+
+    def _decoded_entry(self, index):
+        """decode_entry(index), with data_cache once per entry: a thread asking for an entry
+        that another is decoding (the same entry twice in a batch, or in the batch decoded
+        ahead) waits for it."""
+        if not self.options.data_cache:
+            return self.decode_entry(index)
+        with self._decoded_lock:
+            pending = self._decoded.get(index)
+            owner = pending is None
+            if owner:
+                pending = self._decoded[index] = Future()
+        if not owner:
+            return pending.result()  # a failed decode raises here too
+        try:
+            decoded = self.decode_entry(index)
+        except BaseException as error:
+            with self._decoded_lock:
+                del self._decoded[index]  # the next read tries again
+            pending.set_exception(error)
+            raise
+        for array in decoded:
+            array.flags.writeable = False  # an item made from it must copy, never edit it
+        pending.set_result(decoded)
+        with self._decoded_lock:
+            self._decoded_bytes += sum(array.nbytes for array in decoded)
+            self._decoded_count += 1
+            if self._decoded_count == len(self.entries):
+                get_logger().info(f'layer "{self.name}": all {len(self.entries)} entries of '
+                                  f"{self.source} decoded and kept in memory "
+                                  f"({self._decoded_bytes / 2 ** 20:.0f} MiB, data_cache)")
+        return decoded
 
     def _batch_arrays(self, k):
         """Batch k's arrays: decoded ahead in the background, or now."""
