@@ -143,66 +143,84 @@ class Net(PycaffeNetMethods):
         self._saved = {}              # layer index -> (bottom leaves, tops) for backward
         self._folds = {}              # convolution index -> its FoldedConvolution (fold_bn)
         self._producer = {}           # blob name -> index of the layer that last wrote it
-        blob_need_backward = {}
-        available = OrderedDict()
-        param_owner = {}              # shared param name -> index into self.learnable_params
+        self._blob_need_backward = {}  # while building: whether a blob's diff is wanted
+        self._available = OrderedDict()  # while building: blobs no later layer has read yet
+        self._param_owner = {}        # shared param name -> index into self.learnable_params
         for index, layer_param in enumerate(param.layer):
-            layer = create_layer(layer_param, self.phase)
-            layer.check_counts()
-            if layer_param.propagate_down and len(layer_param.propagate_down) != len(layer_param.bottom):
-                raise layer.error("propagate_down must be given once per bottom or not at all")
-            bottom_need = []
-            for j, name in enumerate(layer_param.bottom):
-                if name not in available:
-                    raise layer.error(f'bottom blob "{name}" is not produced by any earlier layer')
-                del available[name]
-                wanted = not layer_param.propagate_down or layer_param.propagate_down[j]
-                bottom_need.append(blob_need_backward[name] and wanted)
-            for j, name in enumerate(layer_param.top):
-                in_place = j < len(layer_param.bottom) and layer_param.bottom[j] == name
-                if name in self.blobs and not in_place:
-                    raise layer.error(f'top blob "{name}" is already produced by another layer '
-                                      "(only in-place layers may reuse a blob name)")
-                if not in_place:
-                    self.blobs[name] = Blob(device=self._device)
-                available[name] = True
-            overwrite = self._may_overwrite(layer, layer_param)
-            for name in layer_param.top:
-                self._producer[name] = index
-            if layer_param.type == "Input":
-                self.inputs.extend(layer_param.top)
-            bottom_shapes = [self.blobs[b].shape for b in layer_param.bottom]
-            try:
-                layer.setup(bottom_shapes)
-            except (CaffeError, MemoryError) + layer.FAILURES as error:
-                if diagnostics.out_of_memory(error):
-                    size = re.search(r"allocate (\d+) bytes", str(error))
-                    need = f" ({int(size.group(1)) / 2 ** 30:.1f} GiB)" if size else ""
-                    raise layer.error(f"out of memory creating its parameters{need}: check "
-                                      "num_output and the kernel size") from None
-                raise layer.failure(error, "set up", bottom_shapes) from error
-            for blob in layer.blobs:
-                blob.to(self._device)
-                blob.tensor().requires_grad_(True)  # parameters are autograd leaves
-            self._set_top_shapes(layer, layer.reshape(bottom_shapes))
-            param_need = self._append_params(layer, param_owner)
-            need = any(bottom_need) or any(param_need)
-            for name in layer_param.top:
-                blob_need_backward[name] = need
-            self._set_loss_weights(layer)
-            self.layers.append(layer)
-            self._layer_names.append(layer.name)
-            self.top_names[layer.name] = list(layer_param.top)
-            self.bottom_names[layer.name] = list(layer_param.bottom)
-            self._steps.append(_Step(layer, layer_param, bottom_need, param_need, need, overwrite))
+            self._add_layer(index, layer_param)
         self._link_pooling_masks()
         self._prune_backward()
         if self.force_backward:
             self._force_backward()
-        self.outputs = sorted(available)  # Caffe walks a std::set: outputs come in name order
+        self.outputs = sorted(self._available)  # Caffe walks a std::set: outputs in name order
+        del self._blob_need_backward, self._available, self._param_owner
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
         self._say_if_names_repeat()
         self.params = OrderedDict((layer.name, layer.blobs) for layer in self.layers if layer.blobs)
+
+    def _add_layer(self, index, layer_param):
+        """Create layer `index`, connect its bottoms and tops, set it up and record its step."""
+        layer = create_layer(layer_param, self.phase)
+        layer.check_counts()
+        bottom_need = self._connect_bottoms(layer, layer_param)
+        overwrite = self._may_overwrite(layer, layer_param)  # reads the bottom's producer
+        self._create_tops(layer, layer_param, index)
+        bottom_shapes = [self.blobs[b].shape for b in layer_param.bottom]
+        self._set_up(layer, bottom_shapes)
+        self._set_top_shapes(layer, layer.reshape(bottom_shapes))
+        param_need = self._append_params(layer, self._param_owner)
+        need = any(bottom_need) or any(param_need)
+        for name in layer_param.top:
+            self._blob_need_backward[name] = need
+        self._set_loss_weights(layer)
+        self.layers.append(layer)
+        self._layer_names.append(layer.name)
+        self.top_names[layer.name] = list(layer_param.top)
+        self.bottom_names[layer.name] = list(layer_param.bottom)
+        self._steps.append(_Step(layer, layer_param, bottom_need, param_need, need, overwrite))
+
+    def _connect_bottoms(self, layer, layer_param):
+        """Check each bottom was produced and not yet consumed; whether each wants a diff."""
+        propagate = list(layer_param.propagate_down)
+        if propagate and len(propagate) != len(layer_param.bottom):
+            raise layer.error("propagate_down must be given once per bottom or not at all")
+        bottom_need = []
+        for j, name in enumerate(layer_param.bottom):
+            if name not in self._available:
+                raise layer.error(f'bottom blob "{name}" is not produced by any earlier layer')
+            del self._available[name]
+            bottom_need.append(self._blob_need_backward[name] and (not propagate or propagate[j]))
+        return bottom_need
+
+    def _create_tops(self, layer, layer_param, index):
+        """A Blob for each top that is not in place; only in-place layers reuse a name."""
+        for j, name in enumerate(layer_param.top):
+            in_place = j < len(layer_param.bottom) and layer_param.bottom[j] == name
+            if name in self.blobs and not in_place:
+                raise layer.error(f'top blob "{name}" is already produced by another layer '
+                                  "(only in-place layers may reuse a blob name)")
+            if not in_place:
+                self.blobs[name] = Blob(device=self._device)
+            self._available[name] = True
+            self._producer[name] = index
+        if layer_param.type == "Input":
+            self.inputs.extend(layer_param.top)
+
+    def _set_up(self, layer, bottom_shapes):
+        """layer.setup, its parameters made autograd leaves on the net's device; failures as one
+        CaffeError naming the layer (out of memory with the size asked for)."""
+        try:
+            layer.setup(bottom_shapes)
+        except (CaffeError, MemoryError) + layer.FAILURES as error:
+            if diagnostics.out_of_memory(error):
+                size = re.search(r"allocate (\d+) bytes", str(error))
+                need = f" ({int(size.group(1)) / 2 ** 30:.1f} GiB)" if size else ""
+                raise layer.error(f"out of memory creating its parameters{need}: check "
+                                  "num_output and the kernel size") from None
+            raise layer.failure(error, "set up", bottom_shapes) from error
+        for blob in layer.blobs:
+            blob.to(self._device)
+            blob.tensor().requires_grad_(True)  # parameters are autograd leaves
 
     def _may_overwrite(self, layer, layer_param):
         """Whether `layer` may compute its top over its bottom's memory: it is in place in the
