@@ -74,11 +74,6 @@ def set_caffe_accumulation(enabled):
     engine_options.set_default(caffe_accumulation=bool(enabled))
 
 
-def caffe_accumulation():
-    """Whether nets built now use Caffe's arithmetic order (set_caffe_accumulation)."""
-    return engine_options.current().caffe_accumulation
-
-
 def set_channels_last(enabled):
     """Compute 2-D convolutions in channels-last (NHWC) memory layout (True), in contiguous NCHW
     (False), or as measured best for the machine (None, the default: see
@@ -100,21 +95,11 @@ def set_compact_masks(enabled):
     engine_options.set_default(compact_masks=bool(enabled))
 
 
-def compact_masks():
-    """Whether nets built now keep pooling masks compact (set_compact_masks)."""
-    return engine_options.current().compact_masks
-
-
 def set_data_prefetch(enabled):
     """Data layers of the nets built from now on decode and transform the next batch in a
     background thread while the step computes (the default), or only when the batch is needed
     (False). The data order, and a resume, are the same either way."""
     engine_options.set_default(data_prefetch=bool(enabled))
-
-
-def data_prefetch():
-    """Whether nets built now decode ahead (set_data_prefetch)."""
-    return engine_options.current().data_prefetch
 
 
 def set_data_cache(enabled):
