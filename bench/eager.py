@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-FORK_BN_EPS = 1e-9  # the SegNet fork's BN epsilon (segnet_caffe.layers.bn.FORK_EPS)
+FORK_BN_EPS = 1e-9  # the SegNet fork's BN epsilon (segnet_caffe.layer_types.bn.FORK_EPS)
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from .classifier import Classifier
 from .detector import Detector
 from .engine_options import EngineOptions, options
 from .errors import CaffeError
-from .layers.python_layer import Layer
+from .layer_types.python_layer import Layer
 from .mode import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
 from .net import TEST, TRAIN, Net
 from .process import (NCCL, Timer, has_nccl, init_log, layer_type_list, log, set_multiprocess,
                       set_solver_count, set_solver_rank, solver_count, solver_rank)
-from .netspec import NetSpec, params, to_proto
-from .netspec import layers  # noqa: E402  pycaffe's `caffe.layers` is NetSpec's layer factory;
-# the layer implementations stay importable as the subpackage `segnet_caffe.layers.*`.
+# pycaffe's `caffe.layers` is NetSpec's layer factory; the layer implementations are the
+# subpackage `segnet_caffe.layer_types`.
+from .netspec import NetSpec, layers, params, to_proto
 from .proto import caffe_pb2
 from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver,
                      SGDSolver, get_solver)

@@ -9,7 +9,6 @@ made it 1); fold the statistics into the layer so that inference is one affine m
                        bn_mode: INFERENCE
     BatchNorm (BVLC):  blobs = [mean, var, 1],  use_global_stats: true
 """
-import math
 
 import numpy as np
 import torch
@@ -17,7 +16,8 @@ from tqdm import tqdm
 
 from .errors import CaffeError
 from .io import array_to_blobproto
-from .layers.bn import FORK_EPS
+from .layer_types.bn import FORK_EPS
+from .layer_types.list_data import ListDataLayer
 from .logs import get_logger
 from .net import TEST, Net
 from .net_graph import remove_splits
@@ -60,9 +60,8 @@ class _StatisticsRecorder:
 def data_iterations(net):
     """Batches that cover the first data layer's list once."""
     for layer in net.layers:
-        entries, order = getattr(layer, "entries", None), getattr(layer, "order", None)
-        if entries is not None and order is not None:
-            return math.ceil(len(entries) / order.batch_size)
+        if isinstance(layer, ListDataLayer):
+            return layer.epoch_batches
     raise CaffeError("the net has no list data layer (DenseImageData/ImageData): give --iterations")
 
 
@@ -78,8 +77,7 @@ def compute_bn_statistics(train_prototxt, weights, iterations=None, progress=Tru
     if not recorders:
         raise CaffeError(f"{train_prototxt}: no BN or BatchNorm layer: nothing to compute")
     for layer in net.layers:
-        batch = getattr(getattr(layer, "order", None), "batch_size", None)
-        if batch == 1:
+        if isinstance(layer, ListDataLayer) and layer.order.batch_size == 1:
             log.warning("the training net's batch size is 1: its BN layers learned to normalise "
                         "each image by its own statistics, which averaged statistics cannot "
                         "reproduce in INFERENCE mode (train with a batch of several images)")

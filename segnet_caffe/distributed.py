@@ -6,7 +6,7 @@ train --gpu 0,1 | --gpu all | --workers N` (through torch's elastic launcher, as
 
 - every process runs the net with the prototxt's batch size; the effective batch is
   batch_size x processes (x iter_size per update);
-- the data layers of the training net read disjoint batches (see image_io.BatchOrder);
+- the data layers of the training net read disjoint batches (see list_data.BatchOrder);
 - before each update the accumulated parameter gradients are averaged over the processes
   (Caffe's on_gradients_ready: a sum, scaled by 1/processes), so clipping, iter_size
   normalisation, weight decay and lr_mult act on the combined gradient exactly as in one process;

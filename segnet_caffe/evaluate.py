@@ -16,15 +16,12 @@ import torch
 from . import io
 from .datasets import IMAGE_EXTENSIONS
 from .errors import CaffeError
+from .layer_types import is_data_type
 from .logs import get_logger
 from .metrics import ConfusionMatrix
 from .net import TEST, Net
 from .net_graph import filter_net
 from .proto import caffe_pb2
-
-DATA_LAYER_TYPES = ("DenseImageData", "ImageData", "Data", "MemoryData", "HDF5Data",
-                    "WindowData", "DummyData")
-
 
 @dataclass
 class Prediction:
@@ -257,7 +254,7 @@ def deploy_net_param(model, input_size=None):
         spec = InputSpec(first.top[0], dims[1], height, width,
                          source=f'Input layer "{first.name}"')
         return param, spec
-    if first.type not in DATA_LAYER_TYPES:
+    if not is_data_type(first.type):
         raise CaffeError(f'{model}: the first layer "{first.name}" is a {first.type}; expected an '
                          "Input layer or a data layer whose first top is the image blob")
     readers = [layer.name for layer in param.layer[1:]

@@ -37,7 +37,7 @@ from torch import nn
 
 from . import engine_options, mode
 from .errors import CaffeError
-from .evaluate import DATA_LAYER_TYPES, deploy_net_param, image_paths, read_image
+from .evaluate import deploy_net_param, image_paths, read_image
 from .net import TEST, Net
 from .proto import caffe_pb2
 
@@ -281,7 +281,7 @@ def _refusal(layer, phase_first):
     if kind.endswith("Loss") or kind == "Accuracy":
         return ("needs ground-truth labels: export the inference or deploy prototxt (it ends in a "
                 "Softmax prob instead of a loss)")
-    if kind in DATA_LAYER_TYPES or (kind == "Input" and not phase_first):
+    if layer.reads_data or (kind == "Input" and not phase_first):
         return "is a data layer after the first layer: only the first layer may feed the net"
     if kind == "Python":
         return "runs Python code at each forward, which an ONNX graph cannot hold"

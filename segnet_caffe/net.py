@@ -17,7 +17,7 @@ from . import folding
 from . import net_diagnostics as diagnostics
 from .blob import Blob
 from .errors import BadLabelsError, CaffeError
-from .layers import create_layer
+from .layer_types import create_layer
 from .logs import get_logger
 from .proto import caffe_pb2
 from .net_graph import filter_net, insert_splits

@@ -5,7 +5,7 @@ H x W x K images into a Net's K x H x W inputs.
 pycaffe computes these with scikit-image and SciPy; here numpy, Pillow and OpenCV give the same
 numbers without them: images are read by Pillow, which scikit-image reads PNG and JPEG files
 with (through imageio), and resizing samples, filters and clips as skimage.transform.resize
-does. Caffe's own image reading for its data layers (OpenCV, BGR) is layers/image_io.py's.
+does. Caffe's own image reading for its data layers (OpenCV, BGR) is layer_types/list_data.py's.
 """
 import cv2
 import numpy as np

@@ -8,7 +8,7 @@ import time
 
 from . import distributed
 from .errors import CaffeError
-from .layers import known_types
+from .layer_types import known_types
 from .logs import get_logger
 
 _GLOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.CRITICAL}

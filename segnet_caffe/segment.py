@@ -28,6 +28,7 @@ import torch
 
 from . import datasets, evaluate, plots
 from .errors import CaffeError
+from .layer_types.list_data import ListDataLayer
 
 
 def class_map_for(spec, num_classes):
@@ -212,15 +213,8 @@ class DatasetLabels:
         self.count = 0
 
     def names(self, size):
-        layer = self.layer
-        order, entries = getattr(layer, "order", None), getattr(layer, "entries", None)
-        if order is None or entries is None or not getattr(layer, "batch", 0):
-            return [f"{self.count + n:06d}" for n in range(size)]
-        names = []
-        for position in order.positions(layer.batch - 1)[:size]:
-            _, entry = entries[order.entry(position)]
-            names.append(Path(str(entry[0])).stem)
-        return names
+        names = self.layer.last_batch_names() if isinstance(self.layer, ListDataLayer) else None
+        return names[:size] if names else [f"{self.count + n:06d}" for n in range(size)]
 
     def __call__(self, prediction):
         """Write a batch's (N, H, W) predictions."""

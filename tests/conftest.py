@@ -34,8 +34,8 @@ def no_decode_outlives_its_test():
     them relative to the working folder) and log into its output: wait for it. The thread is
     one worker, so a no-op queued behind it returns when everything before it is done."""
     yield
-    from segnet_caffe.layers import image_io
-    image_io._PREFETCH.submit(int).result()
+    from segnet_caffe.layer_types import list_data
+    list_data._PREFETCH.submit(int).result()
 
 
 @pytest.fixture

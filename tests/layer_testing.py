@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from segnet_caffe import io, set_random_seed
-from segnet_caffe.layers import create_layer
+from segnet_caffe.layer_types import create_layer
 from segnet_caffe.net import Net
 
 

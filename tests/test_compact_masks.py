@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from segnet_caffe import mode
-from segnet_caffe.layers._pool_mask import (WindowOffsets, _gather, _unpool, caffe_index,
+from segnet_caffe.layer_types._pool_mask import (WindowOffsets, _gather, _unpool, caffe_index,
                                             window_offsets)
 from layer_testing import net_from_text
 

@@ -23,7 +23,7 @@ import torch.distributed as dist
 import segnet_caffe as caffe
 from segnet_caffe import distributed, io, mode
 from segnet_caffe.errors import CaffeError
-from segnet_caffe.layers.image_io import BatchOrder
+from segnet_caffe.layer_types.list_data import BatchOrder
 from segnet_caffe.proto import caffe_pb2
 from segnet_caffe.solver import get_solver
 

@@ -9,7 +9,7 @@ import segnet_caffe as caffe
 from segnet_caffe import io, mode
 from segnet_caffe.errors import CaffeError
 from layer_testing import forward_adopting_ties, layer_from_text, net_from_text, pooling_masks
-from segnet_caffe.layers import bn as BN
+from segnet_caffe.layer_types import bn as BN
 
 PROTOTXT = Path(__file__).resolve().parents[1] / "prototxt"
 

@@ -366,14 +366,14 @@ def test_dense_cache_and_workers_give_the_same_batches_and_resume(tmp_path, monk
 
 
 def test_dense_cache_reads_each_file_once_and_says_its_size(tmp_path, monkeypatch, log_messages):
-    from segnet_caffe.layers import image_io
+    from segnet_caffe.layer_types import list_data
 
     monkeypatch.chdir(tmp_path)
     write_pairs(tmp_path, 4)
     write_list(tmp_path, [f"img/{i}.png lab/{i}.png" for i in range(4)])
     reads = []
-    imread = image_io.cv2.imread
-    monkeypatch.setattr(image_io.cv2, "imread", lambda path, flag: reads.append(path)
+    imread = list_data.cv2.imread
+    monkeypatch.setattr(list_data.cv2, "imread", lambda path, flag: reads.append(path)
                         or imread(path, flag))
     with caffe.options(data_cache=True, data_workers=2):
         net = dense_net("list.txt", dense="shuffle: true", batch_size=3)
@@ -397,20 +397,20 @@ def test_dense_cache_reads_each_file_once_and_says_its_size(tmp_path, monkeypatc
 
 def test_dense_cache_decodes_an_entry_once_when_threads_ask_for_it_together(tmp_path,
                                                                             monkeypatch):
-    from segnet_caffe.layers import image_io
+    from segnet_caffe.layer_types import list_data
 
     monkeypatch.chdir(tmp_path)
     write_pairs(tmp_path, 2)
     write_list(tmp_path, ["img/0.png lab/0.png", "img/1.png lab/1.png"])
     reads = []
-    imread = image_io.cv2.imread
+    imread = list_data.cv2.imread
 
     def slow_imread(path, flag):  # long enough for the other threads to ask meanwhile
         reads.append(path)
         time.sleep(0.05)
         return imread(path, flag)
 
-    monkeypatch.setattr(image_io.cv2, "imread", slow_imread)
+    monkeypatch.setattr(list_data.cv2, "imread", slow_imread)
     with caffe.options(data_cache=True, data_workers=4, data_prefetch=False):
         net = dense_net("list.txt", batch_size=6)  # each entry 3 times in a batch
     net.forward()

@@ -39,6 +39,9 @@ class BaseLayer:
     # run in place): Caffe then differentiates at the overwritten values, and so does the Net,
     # which recomputes such a layer from its bottom blobs in backward.
     backward_reads_bottom_blob = False
+    # A data layer: its tops come from files, memory or a generator, not from bottoms (a deploy
+    # net replaces the first one with an Input layer; an ONNX export refuses any other).
+    reads_data = False
 
     def __init__(self, param, phase):
         self.param = param

@@ -22,6 +22,7 @@ class MemoryDataLayer(BaseLayer):
     """
 
     bottom_count = (0, 0)
+    reads_data = True
     top_count = (1, 2)
 
     def setup(self, bottom_shapes):

@@ -10,6 +10,7 @@ items in several threads) change how fast a batch comes, never what it holds.
 """
 import os
 import threading
+from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
@@ -133,7 +134,7 @@ def read_mean_file(layer, path):
     return mean
 
 
-class Transformer:
+class DataTransformer:
     """Caffe's DataTransformer::Transform(cv::Mat): optional crop_size crop (random in TRAIN,
     centred in TEST) and mirror, then (x - mean) * scale, as float32 in NCHW order."""
 
@@ -286,6 +287,19 @@ class ListDataLayer(BaseLayer):
     """
 
     bottom_count = (0, 0)
+    reads_data = True
+
+    @property
+    def epoch_batches(self):
+        """Batches that cover the list once."""
+        return -(-len(self.entries) // self.order.batch_size)
+
+    def last_batch_names(self):
+        """The file stems of the images of the batch handed out last (None before the first)."""
+        if not self.batch:
+            return None
+        return [Path(str(self.entries[self.order.entry(position)][1][0])).stem
+                for position in self.order.positions(self.batch - 1)]
 
     def draw_seed(self, needed):
         """The seed of the layer's random choices, drawn from torch's generator (seeded by

@@ -15,6 +15,7 @@ class DummyDataLayer(BaseLayer):
     """
 
     bottom_count = (0, 0)
+    reads_data = True
     top_count = (1, None)
 
     def setup(self, bottom_shapes):

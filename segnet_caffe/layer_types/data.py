@@ -3,7 +3,7 @@
 The database's keys are read once, in LMDB order; item p of the sequence is key p % count, as
 Caffe's cursor walks the database and seeks to the first key at its end. So the layer is a
 ListDataLayer whose entries are keys: batches, rand_skip, the data-parallel split, the saved state
-and the background decoding are those of ImageData and DenseImageData (see image_io).
+and the background decoding are those of ImageData and DenseImageData (see list_data).
 """
 import os
 import threading
@@ -13,7 +13,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from . import register_layer
-from .image_io import ListDataLayer, Transformer
+from .list_data import ListDataLayer, DataTransformer
 from ..logs import get_logger
 from ..proto import caffe_pb2
 
@@ -56,7 +56,7 @@ class DataLayer(ListDataLayer):
                          else False if transform.force_gray else None)
         # Caffe logs an error for force_color/force_gray on a raw datum; we warn once.
         self.forced_said = not (transform.force_color or transform.force_gray)
-        self.transform = Transformer(self, transform, self.phase)
+        self.transform = DataTransformer(self, transform, self.phase)
         self.env = self._open(param.source)
         with self.env.begin() as txn:
             self.entries = list(txn.cursor().iternext(keys=True, values=False))
@@ -66,6 +66,10 @@ class DataLayer(ListDataLayer):
         self.start(param.source, param.batch_size, False, param.rand_skip, self.transform.random)
         data = self._batch_arrays(0)[0]
         get_logger().info("output data size: " + ",".join(str(d) for d in data.shape))
+
+    def last_batch_names(self):
+        """None: the database's keys are not file names."""
+        return None
 
     # ----- the database ------------------------------------------------------------------------
     def _check_backend(self, param):

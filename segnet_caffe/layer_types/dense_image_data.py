@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import register_layer
-from .image_io import ListDataLayer, Transformer, decode, read_list, stack
+from .list_data import ListDataLayer, DataTransformer, decode, read_list, stack
 from ..logs import get_logger
 
 
@@ -37,7 +37,7 @@ class DenseImageDataLayer(ListDataLayer):
         self.crop = (param.crop_height, param.crop_width)
         self.mirror = param.mirror
         self.source = param.source
-        self.transform = Transformer(self, transform, self.phase)
+        self.transform = DataTransformer(self, transform, self.phase)
 
         def parse(tokens):
             if len(tokens) != 2:

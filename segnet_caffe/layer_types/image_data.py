@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import register_layer
-from .image_io import ListDataLayer, Transformer, decode, read_list, stack
+from .list_data import ListDataLayer, DataTransformer, decode, read_list, stack
 
 
 @register_layer("ImageData")
@@ -24,7 +24,7 @@ class ImageDataLayer(ListDataLayer):
         self.is_color = param.is_color
         self.new_size = (param.new_height, param.new_width)
         self.source = param.source
-        self.transform = Transformer(self, self.param.transform_param, self.phase)
+        self.transform = DataTransformer(self, self.param.transform_param, self.phase)
 
         def parse(tokens):
             # The label is the last field; a path may contain spaces, as BVLC's find_last_of(' ').

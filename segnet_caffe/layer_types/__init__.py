@@ -41,6 +41,17 @@ def layer_class(type_name, layer_name="?"):
                          f"known types: {', '.join(known_types())}") from None
 
 
+# Caffe's data layers that this engine does not implement: a deploy net replaces them all the same.
+_UNIMPLEMENTED_DATA_TYPES = ("HDF5Data", "WindowData")
+
+
+def is_data_type(type_name):
+    """Whether Caffe layer type `type_name` is a data layer (see BaseLayer.reads_data)."""
+    if type_name in _REGISTRY:
+        return _REGISTRY[type_name].reads_data
+    return type_name in _UNIMPLEMENTED_DATA_TYPES
+
+
 def create_layer(layer_param, phase):
     """Instantiate the layer that `layer_param.type` names, for `phase` (caffe_pb2.TRAIN/TEST)."""
     return layer_class(layer_param.type, layer_param.name)(layer_param, phase)
