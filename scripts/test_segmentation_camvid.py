@@ -40,7 +40,7 @@ import cv2
 import torch
 
 import segnet_caffe as caffe
-from segnet_caffe import cli, datasets, evaluate, mode, plots, segment
+from segnet_caffe import datasets, engine_options, evaluate, plots, segment
 from segnet_caffe.segment import class_map_for
 
 
@@ -53,7 +53,7 @@ def parse_args(argv):
                         help="batches to run (required without --images, --video, --camera)")
     parser.add_argument("--gpu", action="store_true", help="run on CUDA (set_mode_gpu)")
     parser.add_argument("--bf16", action="store_true",
-                        help="run the net under bfloat16 autocast (mode.set_bf16), as --bf16 "
+                        help="run the net under bfloat16 autocast (EngineOptions.bf16), as --bf16 "
                              "does for training")
     parser.add_argument("--out", default="runs/test_segmentation", help="output folder")
     parser.add_argument("--show", action="store_true", help="also show the figures in windows")
@@ -122,8 +122,8 @@ def run_on_dataset(args, out):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        cli.choose_device("0" if args.gpu else "")  # an explicit --gpu needs CUDA
-        mode.set_bf16(args.bf16)
+        caffe.mode.choose_device("0" if args.gpu else "")  # an explicit --gpu needs CUDA
+        engine_options.set_default(bf16=args.bf16)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         with torch.no_grad():

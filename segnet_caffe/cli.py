@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from . import distributed, hardware, mode
+from . import distributed, engine_options, hardware, mode
 from .errors import CaffeError
 from .logs import add_log_file, get_logger
 
@@ -19,54 +19,6 @@ SIGNAL_EFFECTS = ("stop", "snapshot", "none")
 def _flag(parser, name, **kwargs):
     """An option spelled both -name and --name, as gflags accepts."""
     parser.add_argument(f"-{name}", f"--{name}", dest=name, **kwargs)
-
-
-def _parse_gpus(text):
-    """--gpu 0 | 0,1 | all -> list of device ids ([] when not given)."""
-    if not text:
-        return []
-    if text == "all":
-        if not torch.cuda.is_available():
-            raise CaffeError('--gpu all: CUDA is not available on this machine (run without --gpu '
-                             "to use the CPU)")
-        return list(range(torch.cuda.device_count()))
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise CaffeError(f'--gpu "{text}": expected a device id, a comma-separated list, or "all"') from None
-
-
-def choose_device(gpu_flag, solver_param=None, gpu=None):
-    """Caffe's rule: --gpu wins; else solver_mode: GPU in the solver file; else the CPU.
-
-    An explicit --gpu without CUDA is an error; `solver_mode: GPU` without CUDA falls back to the
-    CPU and says so in the log. A process of a data-parallel job passes the `gpu` it was given.
-    """
-    if gpu is not None:
-        gpu_flag = str(gpu)
-    log = get_logger()
-    gpus = _parse_gpus(gpu_flag)
-    if not gpus and solver_param is not None and solver_param.HasField("solver_mode") \
-            and solver_param.solver_mode == solver_param.GPU:
-        if not torch.cuda.is_available():
-            log.warning("solver_mode: GPU but CUDA is not available on this machine: "
-                        "falling back to the CPU")
-        else:
-            gpus = [solver_param.device_id]
-    elif gpus and not torch.cuda.is_available():
-        raise CaffeError(f"--gpu {gpu_flag}: CUDA is not available on this machine "
-                         "(run without --gpu to use the CPU)")
-    if len(gpus) > 1:
-        raise CaffeError(f"--gpu {gpu_flag}: only `train` runs on several GPUs (one process "
-                         "each); give one device id")
-    if not gpus:
-        log.info("Use CPU.")
-        mode.set_mode_cpu()
-    else:
-        log.info(f"Use GPU with device ID {gpus[0]}")
-        mode.set_device(gpus[0])
-        mode.set_mode_gpu()
-    return gpus
 
 
 def _install_signal_handlers(request, sigint_effect, sighup_effect):
@@ -94,7 +46,7 @@ def cmd_train(args):
     if args.snapshot and args.weights:
         raise CaffeError("train: give --snapshot to resume or --weights to finetune, not both")
     param, _ = read_solver(args.solver)
-    gpus = _parse_gpus(args.gpu)
+    gpus = mode.parse_gpus(args.gpu)
     processes = distributed.processes_to_start(gpus, args.workers)
     if processes > 1:
         return distributed.launch(args.argv, processes)
@@ -125,7 +77,7 @@ def _train(args, param, gpus):
             os.makedirs(os.path.dirname(path), exist_ok=True)
         add_log_file(path)
         log.info(f"Logging to {path}")
-    choose_device(args.gpu, param, gpu)
+    mode.choose_device(args.gpu, param, gpu)
     log.info("Starting Optimization")
     solver = SOLVERS[solver_type(param)](param, source=args.solver)
     solver.overwrite_snapshots = args.overwrite_snapshots
@@ -152,7 +104,7 @@ def _scored_net(args):
 
     if not args.model:
         raise CaffeError(f"{args.command}: need a model definition (--model NET.prototxt)")
-    choose_device(args.gpu)
+    mode.choose_device(args.gpu)
     net = Net(args.model, args.phase, level=args.level,
               stages=args.stage.split(",") if args.stage else ())
     if args.weights:
@@ -241,7 +193,7 @@ def cmd_device_query(args):
     if not torch.cuda.is_available():
         log.info("No CUDA device is available: the CPU is used.")
         return 0 if not args.gpu else 1
-    for device_id in _parse_gpus(args.gpu) or range(torch.cuda.device_count()):
+    for device_id in mode.parse_gpus(args.gpu) or range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(device_id)
         log.info(f"Querying GPUs {device_id}")
         log.info(f"Device id:                     {device_id}")
@@ -309,7 +261,7 @@ def cmd_segment(args):
 
     from . import segment
 
-    choose_device(args.gpu)
+    mode.choose_device(args.gpu)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -330,7 +282,7 @@ def build_parser():
         sub.add_argument("--debug", action="store_true", help="show Python tracebacks")
         _flag(sub, "bf16", action="store_true",
               help="bfloat16 autocast for the layers (float32 weights, diffs and updates)")
-        layout = sub.add_mutually_exclusive_group()  # default None: mode.channels_last's rule
+        layout = sub.add_mutually_exclusive_group()  # default None: the measured rule (EngineOptions)
         _flag(layout, "channels_last", action="store_const", const=True,
               help="NHWC convolutions (default: NHWC with AVX-512 kernels and on GPUs, else NCHW)")
         layout.add_argument("-nchw", "--nchw", dest="channels_last", action="store_const",
@@ -480,10 +432,10 @@ def main(argv=None):
     if getattr(args, "check", None) is not None:
         args.check(args)  # the subcommand's own argument rules (argparse errors)
     args.argv = list(argv)  # a multi-process train runs this same command in each process
-    mode.set_bf16(getattr(args, "bf16", False))
-    mode.set_channels_last(getattr(args, "channels_last", None))
-    mode.set_data_cache(getattr(args, "data_cache", False))
-    mode.set_data_workers(getattr(args, "data_workers", 1))
+    engine_options.set_default(bf16=getattr(args, "bf16", False),
+                               channels_last=getattr(args, "channels_last", None),
+                               data_cache=getattr(args, "data_cache", False),
+                               data_workers=getattr(args, "data_workers", 1))
     return run_reporting_errors(lambda: args.run(args), getattr(args, "debug", False))
 
 

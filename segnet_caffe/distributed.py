@@ -88,7 +88,7 @@ def processes_to_start(gpus, workers):
         raise CaffeError(f"--workers {workers} is for CPU training; with --gpu the job runs one "
                          "process per listed GPU")
     if gpus:
-        _require_cuda(gpus)
+        mode.require_cuda(gpus)
     if started_by_launcher():   # a worker: the launcher (torchrun or `launch`) started the job
         local_size = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
         if workers > 1 and workers != local_size:
@@ -96,12 +96,6 @@ def processes_to_start(gpus, workers):
                              f"{local_size} processes on this machine: leave --workers out")
         return 1
     return len(gpus) if len(gpus) > 1 else max(1, workers)
-
-
-def _require_cuda(gpus):
-    if not torch.cuda.is_available():
-        raise CaffeError(f"--gpu {','.join(map(str, gpus))}: CUDA is not available on this "
-                         "machine (leave --gpu out to train on the CPU with the gloo backend)")
 
 
 def _forward_to_workers(signum, frame):
@@ -191,12 +185,10 @@ def init_process(gpus, solver_param, sync_bn=False, timeout_s=DEFAULT_TIMEOUT_S)
 
 
 def _process_gpu(gpus, solver_param, local_rank, local_size):
-    if not gpus and solver_param.HasField("solver_mode") \
-            and solver_param.solver_mode == solver_param.GPU and torch.cuda.is_available():
-        gpus = list(range(torch.cuda.device_count()))   # solver_mode: GPU = one GPU per process
+    gpus = mode.solver_gpus(gpus, solver_param, one_per_process=True)
     if not gpus:
         return None
-    _require_cuda(gpus)
+    mode.require_cuda(gpus)
     if len(gpus) != local_size:
         raise CaffeError(f"--gpu lists {len(gpus)} GPU(s) but this machine runs {local_size} "
                          "processes of the job: give one GPU per process "

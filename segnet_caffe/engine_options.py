@@ -4,9 +4,9 @@ cache and threads, Caffe's arithmetic order), as one value a Net captures when i
     net = caffe.Net("deploy.prototxt", caffe.TEST)              # the current options
     with caffe.options(bf16=True, channels_last=True):
         fast = caffe.Net("deploy.prototxt", caffe.TEST)         # these nets keep them
-    caffe.mode.set_bf16(True)                                   # changes the process default
+    caffe.engine_options.set_default(bf16=True)                 # changes the process default
 
-`current()` is the process default (the `caffe.mode.set_*` setters change it) with the
+`current()` is the process default (`set_default(...)` changes it; the CLI's flags set it) with the
 innermost `options(...)` block's changes on top, as torch.autocast scopes; a Net reads its own
 `net.options` ever after, and a solver builds its nets with its own. No layer reads a global.
 """
@@ -122,7 +122,8 @@ def current():
 
 
 def set_default(**changes):
-    """Change the process default (what the caffe.mode.set_* setters do)."""
+    """Change the process default: the options of the nets built from now on outside an
+    `options(...)` block."""
     global _default
     _default = dataclasses.replace(_default, **changes)
 

@@ -1,10 +1,9 @@
-"""pycaffe's process defaults: Caffe's global mode (CPU/GPU), device id and random seed; and,
-as setters of the process default of segnet_caffe.engine_options, the engine switches
-(bfloat16, channels-last, compact masks, prefetch, data cache and threads, Caffe's arithmetic
-order)."""
+"""pycaffe's process defaults: Caffe's global mode (CPU/GPU), device id and random seed, and
+Caffe's rule for choosing them from --gpu and the solver file. How a
+net computes (precision, memory layout, ...) is not a process default but the EngineOptions it
+is built with (segnet_caffe.engine_options)."""
 import torch
 
-from . import engine_options
 from .errors import CaffeError
 from .logs import get_logger
 
@@ -60,79 +59,63 @@ def device():
     return torch.device("cpu")
 
 
-def set_caffe_accumulation(enabled):
-    """Caffe's order of float32 arithmetic where it matters over a training run, for the nets
-    built from now on (EngineOptions.caffe_accumulation).
-
-    Off (the default): oneDNN convolutions and PyTorch's fused batch-norm kernels. On: CPU
-    convolutions through im2col + BLAS as Caffe computes them, and the SegNet BN layer's
-    statistics and gradients as the fork's formulas order them. The fast kernels are several
-    times faster, but over large maps their float32 sums (convolution weight gradients, BN's
-    per-channel gradient sums) drift about 1e-3 (relative) from the exact values where Caffe's
-    stay within ~2e-5; turn this on to reproduce Caffe's training runs to 1e-4.
-    """
-    engine_options.set_default(caffe_accumulation=bool(enabled))
-
-
-def set_channels_last(enabled):
-    """Compute 2-D convolutions in channels-last (NHWC) memory layout (True), in contiguous NCHW
-    (False), or as measured best for the machine (None, the default: see
-    EngineOptions.convolves_channels_last), in the nets built from now on. Values are the same
-    up to float rounding, and blobs keep Caffe's (N, C, H, W) shape."""
-    engine_options.set_default(channels_last=None if enabled is None else bool(enabled))
+# ----- choosing the device: --gpu and the solver file ----------------------------------------------
+def parse_gpus(text):
+    """--gpu 0 | 0,1 | all -> list of device ids ([] when not given)."""
+    if not text:
+        return []
+    if text == "all":
+        require_cuda("all")
+        return list(range(torch.cuda.device_count()))
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise CaffeError(f'--gpu "{text}": expected a device id, a comma-separated list, or '
+                         '"all"') from None
 
 
-def channels_last():
-    """Whether nets built now convolve channels-last on the current mode's device."""
-    return engine_options.current().convolves_channels_last(device())
+def require_cuda(gpus):
+    """A CaffeError for an explicit --gpu (a list of ids, or its text) on a machine without CUDA."""
+    if not torch.cuda.is_available():
+        text = gpus if isinstance(gpus, str) else ",".join(map(str, gpus))
+        raise CaffeError(f"--gpu {text}: CUDA is not available on this machine (run without "
+                         "--gpu to use the CPU)")
 
 
-def set_compact_masks(enabled):
-    """Max pooling over tiling windows (SegNet's 2x2 / stride 2) keeps one byte per pooled
-    element for its backward and its mask top (the default), or PyTorch's int64 indices
-    (False: for comparing memory), in the nets built from now on. Caffe's float mask is
-    computed when a user reads the blob."""
-    engine_options.set_default(compact_masks=bool(enabled))
+def _solver_asks_gpu(solver_param):
+    return solver_param is not None and solver_param.HasField("solver_mode") \
+        and solver_param.solver_mode == solver_param.GPU
 
 
-def set_data_prefetch(enabled):
-    """Data layers of the nets built from now on decode and transform the next batch in a
-    background thread while the step computes (the default), or only when the batch is needed
-    (False). The data order, and a resume, are the same either way."""
-    engine_options.set_default(data_prefetch=bool(enabled))
+def solver_gpus(gpus, solver_param, one_per_process=False):
+    """Caffe's rule for the GPUs to use: the --gpu list when given; else, when the solver file
+    says solver_mode: GPU and CUDA is there, its device_id (one_per_process: every GPU, one per
+    process of a data-parallel job); else none, the CPU."""
+    if gpus or not _solver_asks_gpu(solver_param) or not torch.cuda.is_available():
+        return list(gpus)
+    return list(range(torch.cuda.device_count())) if one_per_process else [solver_param.device_id]
 
 
-def set_data_cache(enabled):
-    """ImageData and DenseImageData layers of the nets built from now on keep every decoded
-    (and resized) image and label in memory after its first read, so later epochs only crop,
-    mirror and transform (EngineOptions.data_cache). The batches are the same either way."""
-    engine_options.set_default(data_cache=bool(enabled))
-
-
-def set_data_workers(count):
-    """Threads with which the ImageData and DenseImageData layers of the nets built from now on
-    read and transform a batch's items (EngineOptions.data_workers; 1: one after the other).
-    The batches are the same for any count."""
-    engine_options.set_default(data_workers=count)
-
-
-def set_bf16(enabled, without_native_support=False):
-    """Run the layer forwards (and so their backwards) of the nets built from now on under
-    bfloat16 autocast: convolutions and matrix products in bfloat16, the parameters, their
-    diffs and the solver's update in float32 (master weights), loss and accuracy layers in
-    float32. Opt-in: about 3 significant digits in the activations; blobs of bfloat16 tops read
-    as float32 numpy copies.
-
-    On a CPU without native bfloat16 (no AVX512_BF16 or AMX: hardware.native_bfloat16) nets
-    compute in float32 instead, with one warning: PyTorch's fallback kernels there are hundreds
-    of times slower than float32. `without_native_support=True` runs bfloat16 anyway (to check
-    its accuracy on such a machine)."""
-    engine_options.set_default(bf16=bool(enabled),
-                               bf16_without_native_support=bool(without_native_support))
-
-
-def bf16(for_device=None):
-    """Whether nets built now run forwards on `for_device` (by default the current mode's
-    device) under bfloat16 autocast (EngineOptions.computes_bf16)."""
-    return engine_options.current().computes_bf16(for_device if for_device is not None
-                                                  else device())
+def choose_device(gpu_flag, solver_param=None, gpu=None):
+    """Set the mode and device by Caffe's rule (solver_gpus) and log the choice; returns the
+    chosen GPU ids. An explicit --gpu without CUDA is an error; `solver_mode: GPU` without CUDA
+    falls back to the CPU with a warning. A process of a data-parallel job passes the `gpu` it
+    was given."""
+    gpus = parse_gpus(gpu_flag if gpu is None else str(gpu))
+    if gpus:
+        require_cuda(gpus)
+    elif _solver_asks_gpu(solver_param) and not torch.cuda.is_available():
+        get_logger().warning("solver_mode: GPU but CUDA is not available on this machine: "
+                             "falling back to the CPU")
+    gpus = solver_gpus(gpus, solver_param)
+    if len(gpus) > 1:
+        raise CaffeError(f"--gpu {gpu_flag}: only `train` runs on several GPUs (one process "
+                         "each); give one device id")
+    if not gpus:
+        get_logger().info("Use CPU.")
+        set_mode_cpu()
+    else:
+        get_logger().info(f"Use GPU with device ID {gpus[0]}")
+        set_device(gpus[0])
+        set_mode_gpu()
+    return gpus

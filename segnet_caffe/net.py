@@ -139,6 +139,7 @@ class Net(PycaffeNetMethods):
         self.inputs = []
         self.learnable_params = []
         self._steps = []              # one _Step per layer, in order
+        self._said = set()            # keys of the warnings its layers gave (BaseLayer.warn_once)
         self._loss_tops = []          # (blob name, loss weight)
         self._saved = {}              # layer index -> (bottom leaves, tops) for backward
         self._folds = {}              # convolution index -> its FoldedConvolution (fold_bn)
@@ -161,6 +162,7 @@ class Net(PycaffeNetMethods):
     def _add_layer(self, index, layer_param):
         """Create layer `index`, connect its bottoms and tops, set it up and record its step."""
         layer = create_layer(layer_param, self.phase)
+        layer.said = self._said  # each warning once per net
         layer.check_counts()
         bottom_need = self._connect_bottoms(layer, layer_param)
         overwrite = self._may_overwrite(layer, layer_param)  # reads the bottom's producer

@@ -243,7 +243,6 @@ class Solver:
         """Run `iters` training iterations (Caffe's Solver::Step)."""
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses, self.smoothed_loss = [], 0.0
-        p = self.param
         bar = tqdm(total=iters, desc="train", unit="iter",
                    disable=not (sys.stderr.isatty() and distributed.is_root()),
                    dynamic_ncols=True, leave=False)

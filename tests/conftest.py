@@ -29,7 +29,7 @@ def default_engine_switches():
 
 @pytest.fixture(autouse=True)
 def no_decode_outlives_its_test():
-    """Data layers decode their next batch in a background thread (mode.set_data_prefetch). A
+    """Data layers decode their next batch in a background thread (EngineOptions.data_prefetch). A
     decode still running when a test ends would read the next test's files (list files name
     them relative to the working folder) and log into its output: wait for it. The thread is
     one worker, so a no-op queued behind it returns when everything before it is done."""

@@ -1,4 +1,4 @@
-"""bfloat16 autocast (mode.set_bf16): float32 master weights, float32 losses, results within
+"""bfloat16 autocast (EngineOptions.bf16): float32 master weights, float32 losses, results within
 bfloat16's precision of float32 training."""
 
 import numpy as np
@@ -17,7 +17,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "c4" bottom: "label" top: "
 
 
 def step(enabled):
-    mode.set_bf16(enabled, without_native_support=True)  # tiny maps: fast on every CPU
+    engine_options.set_default(bf16=enabled, bf16_without_native_support=True)  # tiny maps: fast on every CPU
     mode.set_random_seed(11)
     net = net_from_text(TRAIN_NET, phase="TRAIN")
     rng = np.random.RandomState(12)
@@ -62,12 +62,17 @@ def test_cli_flags_set_the_modes(monkeypatch):
     assert args.bf16 and args.channels_last
     with pytest.raises(SystemExit):  # the two layouts exclude each other
         cli.build_parser().parse_args(["time", "--channels_last", "--nchw"])
+
+    def bf16_and_channels_last():
+        options = engine_options.current()
+        return options.computes_bf16(mode.device()), options.convolves_channels_last(mode.device())
+
     cli.main(["time", "--model", "no_such.prototxt", "--bf16", "--channels_last"])
-    assert mode.bf16() and mode.channels_last()
+    assert bf16_and_channels_last() == (True, True)
     cli.main(["time", "--model", "no_such.prototxt", "--nchw"])
-    assert not mode.bf16() and not mode.channels_last()
+    assert bf16_and_channels_last() == (False, False)
     cli.main(["time", "--model", "no_such.prototxt"])
-    assert mode.channels_last() == hardware.avx512_kernels()  # the measured rule
+    assert bf16_and_channels_last()[1] == hardware.avx512_kernels()  # the measured rule
 
 
 def test_a_cpu_without_native_bfloat16_computes_in_float32_and_says_so_once(monkeypatch, log_messages):
@@ -75,14 +80,14 @@ def test_a_cpu_without_native_bfloat16_computes_in_float32_and_says_so_once(monk
     float32: --bf16 must not lead there silently."""
     monkeypatch.setattr(hardware, "native_bfloat16", lambda: False)
     monkeypatch.setattr(engine_options, "_warned", set())
-    mode.set_bf16(True)
+    engine_options.set_default(bf16=True)
     net = net_from_text(TRAIN_NET, phase="TRAIN")
     net.forward()
     net.forward()
     assert net.blobs["c1"].tensor().dtype == torch.float32
     assert len(log_messages) == 1 and "no native bfloat16 (AVX512_BF16 or AMX)" in log_messages[0]
-    assert mode.bf16("cuda")  # a GPU computes bfloat16 natively
-    mode.set_bf16(True, without_native_support=True)
+    assert engine_options.current().computes_bf16("cuda")  # a GPU computes bfloat16 natively
+    engine_options.set_default(bf16=True, bf16_without_native_support=True)
     net.forward()
     assert net.blobs["c1"].tensor().dtype == torch.float32  # a net keeps the options it was built with
     net = net_from_text(TRAIN_NET, phase="TRAIN")

@@ -1,11 +1,9 @@
 """The command-line tool as users run it: train (snapshots, Caffe-shaped log, signals), test,
 time, plot, device flags and one-line errors."""
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segnet_caffe import mode
+from segnet_caffe import engine_options
 from segnet_caffe.layer_types._pool_mask import (WindowOffsets, _gather, _unpool, caffe_index,
                                             window_offsets)
 from layer_testing import net_from_text
@@ -26,9 +26,9 @@ layer { name: "up_big" type: "Upsample" bottom: "p" bottom: "mask" top: "ub"
 
 @pytest.fixture(params=[True, False], ids=["compact", "int64"])
 def compact(request):
-    mode.set_compact_masks(request.param)
+    engine_options.set_default(compact_masks=request.param)
     yield request.param
-    mode.set_compact_masks(True)
+    engine_options.set_default(compact_masks=True)
 
 
 def run(text=NET):

@@ -1,5 +1,4 @@
 """The tiny SegNet trained by real Caffe (SGD, step policy, snapshots, resume, iter_size 2)."""
-import json
 
 import numpy as np
 import pytest

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 import segnet_caffe as caffe
-from segnet_caffe import engine_options, mode
+from segnet_caffe import engine_options
 from tests.layer_testing import net_from_text, tiny_solver_file
 
 POOL_NET = """
@@ -29,7 +29,7 @@ def test_a_net_keeps_the_options_it_was_built_with():
         wide = net_from_text(POOL_NET)
     assert engine_options.current() == caffe.EngineOptions()  # the block restored the default
     compact = net_from_text(POOL_NET)
-    mode.set_compact_masks(False)  # the process default: nets built later only
+    engine_options.set_default(compact_masks=False)  # the process default: nets built later only
     assert wide.options.compact_masks is False and compact.options.compact_masks is True
     assert mask_dtype(wide) == torch.int64 and mask_dtype(compact) == torch.uint8
     assert mask_dtype(net_from_text(POOL_NET)) == torch.int64

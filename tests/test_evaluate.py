@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import segnet_caffe as caffe
-from segnet_caffe import datasets, evaluate, hardware, mode
+from segnet_caffe import datasets, engine_options, evaluate, hardware, mode
 from segnet_caffe.metrics import ConfusionMatrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -115,7 +115,7 @@ def test_bf16_runs_the_net_under_autocast(tiny, tmp_path, monkeypatch):
     root = tiny["root"]
     assert run(tiny, "--model", str(root / "net.prototxt"), "--iter", "3", "--bf16",
                "--out", str(tmp_path), "--classes", str(root / "classes.json")) == 0
-    assert mode.bf16()
+    assert engine_options.current().computes_bf16(mode.device())
     expected = expected_confusion(tiny["images"], tiny["labels"])
     assert json.loads((tmp_path / "metrics.json").read_text())["confusion_matrix"] == \
         expected.matrix.tolist()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import segnet_caffe as caffe
-from segnet_caffe import io, mode
+from segnet_caffe import engine_options, io, mode
 from segnet_caffe.errors import CaffeError
 from layer_testing import forward_adopting_ties, layer_from_text, net_from_text, pooling_masks
 from segnet_caffe.layer_types import bn as BN
@@ -136,15 +136,15 @@ def test_segnet_basic_folded_and_channels_last_equal_the_plain_engine():
     near-ties (forward_adopting_ties): other kernels round differently and may break a tie
     the other way, which no tolerance on the outputs could absorb."""
     rtol, atol = 1e-4, 1e-4
-    mode.set_channels_last(True)
+    engine_options.set_default(channels_last=True)
     assert run_segnet_basic().fold_bn()  # its BN layers are in place after convolutions
     for fold in (False, True):
-        mode.set_channels_last(True)
+        engine_options.set_default(channels_last=True)
         net = run_segnet_basic()
         if fold:
             net.fold_bn()
         out = net.forward(blobs=["conv_decode1"])
-        mode.set_channels_last(False)
+        engine_options.set_default(channels_last=False)
         plain = run_segnet_basic()
         forward_adopting_ties(plain, pooling_masks(net), rtol, atol)
         for name, value in out.items():
@@ -158,7 +158,7 @@ def test_channels_last_training_step_equals_plain():
     """Forward and backward (bottom and parameter diffs) in channels-last equal NCHW's."""
     results = []
     for enabled in (False, True):
-        mode.set_channels_last(enabled)
+        engine_options.set_default(channels_last=enabled)
         mode.set_random_seed(7)
         net = net_from_text(NET.replace("INFERENCE", "LEARN"), phase="TRAIN")
         net.blobs["x"].data[...] = np.random.RandomState(8).randn(2, 3, 9, 11)

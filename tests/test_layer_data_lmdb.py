@@ -249,7 +249,7 @@ def test_prefetch_reads_ahead_with_the_same_batches(raw, monkeypatch):
     source, _ = raw
 
     def batches(prefetch):
-        caffe.mode.set_data_prefetch(prefetch)
+        caffe.engine_options.set_default(data_prefetch=prefetch)
         caffe.set_random_seed(3)
         net = data_net(source, data="rand_skip: 3", transform="crop_size: 3 mirror: true")
         seen = []
@@ -263,7 +263,7 @@ def test_prefetch_reads_ahead_with_the_same_batches(raw, monkeypatch):
     for (data, label), (plain_data, plain_label) in zip(ahead, plain):
         np.testing.assert_array_equal(data, plain_data)
         np.testing.assert_array_equal(label, plain_label)
-    caffe.mode.set_data_prefetch(True)
+    caffe.engine_options.set_default(data_prefetch=True)
     net.layers[0]._cache[2].result()  # the next batch was read in the background
     monkeypatch.setattr(net.layers[0], "load_batch", lambda k: pytest.fail("read late"))
     net.forward()

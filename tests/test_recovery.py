@@ -1,7 +1,6 @@
 """Nothing lost: a training process killed with SIGKILL resumes from its last snapshot to the
 same weights as an uninterrupted run, and a kill in the middle of a snapshot write leaves no
 partial file under a snapshot's name (and the temporary file is cleaned up on resume)."""
-import os
 import signal
 import subprocess
 import sys

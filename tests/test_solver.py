@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-import segnet_caffe as caffe
 from segnet_caffe import io
 from segnet_caffe.proto import caffe_pb2
 from segnet_caffe.solver import SOLVERS, get_solver, learning_rate

@@ -3,6 +3,7 @@ import torch
 
 from .. import engine_options
 from ..errors import CaffeError
+from ..logs import get_logger
 
 
 class BaseLayer:
@@ -26,7 +27,7 @@ class BaseLayer:
     top_count = (1, 1)
     # Loss layers put loss weight 1 on their first top unless the prototxt says otherwise.
     default_loss_weight = 0.0
-    # Under mode.set_bf16 the forward runs in bfloat16 autocast; False: in float32 (losses, scores).
+    # Under EngineOptions.bf16 the forward runs in bfloat16 autocast; False: in float32 (losses, scores).
     low_precision = True
     # Caffe accumulates parameter diffs across backward calls; the SegNet BN layer overwrites them.
     accumulates_param_diffs = True
@@ -49,6 +50,14 @@ class BaseLayer:
         self.name = param.name
         self.blobs = []
         self.options = engine_options.current()  # a Net builds its layers under its own
+        self.said = set()  # keys of the warnings given; a Net shares one set among its layers
+
+    def warn_once(self, key, message):
+        """Log `message` as a warning unless a warning with `key` was given before: once per
+        net (once per layer for a layer that stands alone)."""
+        if key not in self.said:
+            self.said.add(key)
+            get_logger().warning(message)
 
     @property
     def type(self):

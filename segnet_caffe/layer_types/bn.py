@@ -6,11 +6,9 @@ from . import register_layer
 from ._common import learnable_blob, param_like
 from .base import BaseLayer
 from .. import distributed
-from ..logs import get_logger
 from ..proto import caffe_pb2
 
 FORK_EPS = 1e-9  # the fork's var_eps_, hard-coded in BNLayer::LayerSetUp
-_warned = set()
 
 
 @register_layer("BN")
@@ -38,11 +36,11 @@ class BNLayer(BaseLayer):
         self.backward_reads_bottom_blob = not self.learn
         fields = p.DESCRIPTOR.fields_by_name
         self.eps = p.eps if "eps" in fields and p.HasField("eps") else FORK_EPS
-        if not p.HasField("scale_filler") and "scale_filler" not in _warned:
-            _warned.add("scale_filler")
-            get_logger().warning(f'BN layer "{self.name}" has no scale_filler: the fork starts '
-                                 "scale at 0 (the default constant filler), so the layer outputs "
-                                 "only its shift; give scale_filler { type: \"constant\" value: 1 }")
+        if not p.HasField("scale_filler"):
+            self.warn_once("BN scale_filler", f'BN layer "{self.name}" has no scale_filler: the '
+                           "fork starts scale at 0 (the default constant filler), so the layer "
+                           "outputs only its shift; give scale_filler { type: \"constant\" "
+                           "value: 1 }")
         channels = (1, shape[1], 1, 1)
         self.blobs = [learnable_blob(p.scale_filler, channels),
                       learnable_blob(p.shift_filler, channels)]

@@ -6,8 +6,6 @@ from ._pool_mask import Unpool, WindowOffsets
 from .base import BaseLayer
 from ..logs import get_logger
 
-_warned = set()
-
 
 @register_layer("Upsample")
 class UpsampleLayer(BaseLayer):
@@ -94,10 +92,9 @@ class UpsampleLayer(BaseLayer):
         # from a smaller map (e.g. a 7x9 map pooled to 4x5, unpooled to 8x10), and values land
         # at shifted positions. Caffe does not complain; we reproduce it and warn once.
         block_h, block_w = -(-h // int(shape[2])), -(-w // int(shape[3]))
-        if high < (h - block_h) * w + (w - block_w) and self.name not in _warned:
-            _warned.add(self.name)
-            get_logger().warning(
-                f'Upsample layer "{self.name}": output {h}x{w} does not seem to be the size of '
+        if high < (h - block_h) * w + (w - block_w):
+            self.warn_once(
+                ("mask size", self.name), f'Upsample layer "{self.name}": output {h}x{w} does not seem to be the size of '
                 f"the map the mask came from (largest mask index {high}); values land at shifted "
                 f"positions, as in Caffe. Set upsample_h / upsample_w to the pooled layer's "
                 f"input size")
