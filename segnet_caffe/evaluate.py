@@ -16,6 +16,7 @@ import torch
 from . import io
 from .datasets import IMAGE_EXTENSIONS
 from .errors import CaffeError
+from .input_transform import InputTransform
 from .layer_types import is_data_type
 from .logs import get_logger
 from .metrics import ConfusionMatrix
@@ -173,16 +174,11 @@ def input_to_rgb(data, transform_param=None):
     """
     data = np.asarray(data, np.float32)
     if transform_param is not None:
-        scale = transform_param.scale if transform_param.HasField("scale") else 1.0
-        if scale:
-            data = data / scale
-        if len(transform_param.mean_value):
-            mean = np.asarray(transform_param.mean_value, np.float32)
-            data = data + (mean.reshape(-1, 1, 1) if mean.size == data.shape[0] else mean[0])
-        elif transform_param.HasField("mean_file") and os.path.isfile(transform_param.mean_file):
-            mean = io.read_binaryproto(transform_param.mean_file)
-            if mean.size == data.size:
-                data = data + mean.reshape(data.shape)
+        file_mean = None
+        if transform_param.HasField("mean_file") and os.path.isfile(transform_param.mean_file):
+            file_mean = io.read_binaryproto(transform_param.mean_file)
+            file_mean = file_mean.reshape(data.shape) if file_mean.size == data.size else None
+        data = InputTransform.from_param(transform_param, file_mean).invert(data)
     if data.min() < -0.5 or data.max() > 255.5:
         low, high = float(data.min()), float(data.max())
         data = (data - low) * (255.0 / max(high - low, 1e-12))
@@ -200,8 +196,7 @@ class InputSpec:
     channels: int
     height: int
     width: int
-    scale: float = 1.0
-    mean: np.ndarray | None = None      # broadcastable to (C, H, W)
+    transform: InputTransform = InputTransform()
     source: str = ""                    # what the net's first layer was, for the record
 
     def prepare(self, image):
@@ -212,12 +207,7 @@ class InputSpec:
             image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
             if image.ndim == 2:
                 image = image[:, :, None]
-        x = image.transpose(2, 0, 1).astype(np.float32)
-        if self.mean is not None:
-            x = x - self.mean
-        if self.scale != 1:
-            x = x * np.float32(self.scale)
-        return x[None]
+        return self.transform.apply(image.transpose(2, 0, 1))[None]
 
 
 def deploy_net_param(model, input_size=None):
@@ -284,17 +274,15 @@ def deploy_net_param(model, input_size=None):
         raise CaffeError(f'{model}: cannot tell the input size of data layer "{first.name}" (no '
                          "new_height/new_width, crop or readable list file): pass --input-size H W")
     transform = first.transform_param
-    mean = None
-    if len(transform.mean_value):
-        mean = np.asarray(transform.mean_value, np.float32).reshape(-1, 1, 1)
-    elif transform.HasField("mean_file"):
-        mean = io.read_binaryproto(transform.mean_file).astype(np.float32)
-        mean = mean.reshape(mean.shape[-3:])
-        if mean.shape[-2:] != tuple(size):
-            raise CaffeError(f"{model}: transform_param.mean_file is {mean.shape[-2]}x"
-                             f"{mean.shape[-1]} but the input is {size[0]}x{size[1]}")
+    file_mean = None
+    if not len(transform.mean_value) and transform.HasField("mean_file"):
+        file_mean = io.read_binaryproto(transform.mean_file).astype(np.float32)
+        file_mean = file_mean.reshape(file_mean.shape[-3:])
+        if file_mean.shape[-2:] != tuple(size):
+            raise CaffeError(f"{model}: transform_param.mean_file is {file_mean.shape[-2]}x"
+                             f"{file_mean.shape[-1]} but the input is {size[0]}x{size[1]}")
     spec = InputSpec(first.top[0], channels, int(size[0]), int(size[1]),
-                     scale=transform.scale if transform.HasField("scale") else 1.0, mean=mean,
+                     transform=InputTransform.from_param(transform, file_mean),
                      source=f'{first.type} layer "{first.name}" replaced by an Input layer')
     replacement = caffe_pb2.LayerParameter(name=first.name, type="Input")
     replacement.top.append(first.top[0])

@@ -681,13 +681,7 @@ def _write(param, weights, source, out, spec, settings):
 
 def _input_text(spec):
     parts = ["BGR 0..255" if spec.channels == 3 else "gray 0..255"]
-    if spec.mean is not None:
-        mean = np.asarray(spec.mean).reshape(spec.mean.shape[0], -1)
-        parts.append("minus mean " + ("file" if mean.shape[1] > 1 else
-                                      str([float(v) for v in mean[:, 0]])))
-    if spec.scale != 1:
-        parts.append(f"times {spec.scale:g}")
-    return ", ".join(parts)
+    return ", ".join(parts + spec.transform.describe())
 
 
 def _addcmul(g, base, tensor1, tensor2, value):

@@ -156,10 +156,7 @@ class Segmenter:
         bottom, right = max(0, window[0] - height), max(0, window[1] - width)
         if not bottom and not right:
             return image
-        value = 0.0
-        if self.spec.mean is not None:  # the mean colour becomes 0 in the net's input
-            value = [float(v) for v in np.asarray(self.spec.mean, np.float64)
-                     .reshape(self.spec.mean.shape[0], -1).mean(axis=1)]
+        value = self.spec.transform.mean_colour() or 0.0  # becomes 0 in the net's input
         padded = cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_CONSTANT, value=value)
         return padded.reshape(padded.shape[:2] + image.shape[2:])
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from .base import BaseLayer
 from .. import distributed, mode
+from ..input_transform import InputTransform
 from ..logs import get_logger
 from ..proto import caffe_pb2
 
@@ -136,7 +137,8 @@ def read_mean_file(layer, path):
 
 class DataTransformer:
     """Caffe's DataTransformer::Transform(cv::Mat): optional crop_size crop (random in TRAIN,
-    centred in TEST) and mirror, then (x - mean) * scale, as float32 in NCHW order."""
+    centred in TEST) and mirror around the InputTransform (x - mean) * scale, as float32 in NCHW
+    order."""
 
     def __init__(self, layer, param, phase):
         self.layer = layer
@@ -185,11 +187,7 @@ class DataTransformer:
             data = data[:, top:top + size, left:left + size]
             if mean is not None and mean.shape[1] > 1:
                 mean = mean[:, top:top + size, left:left + size]
-        out = data.astype(np.float32)
-        if mean is not None:
-            out = out - mean
-        if self.scale != 1:
-            out = out * self.scale
+        out = InputTransform(self.scale, mean).apply(data)
         if do_mirror:
             out = out[:, :, ::-1]
         return np.ascontiguousarray(out, dtype=np.float32)
