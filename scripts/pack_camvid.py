@@ -31,8 +31,9 @@ import cv2
 
 from segnet_caffe.cli import run_reporting_errors
 from segnet_caffe.datasets import (CAMVID, CAMVID_VOID, check_pairs, folder_pairs, json_text,
-                                   read_list_file, write_class_weights, write_list_file)
+                                   write_class_weights)
 from segnet_caffe.errors import CaffeError
+from segnet_caffe.list_files import read_list_file, write_list_file
 from segnet_caffe.metrics import ClassFrequencies
 from segnet_caffe.own_dataset import FORMAT, in_parallel
 

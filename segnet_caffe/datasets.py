@@ -7,12 +7,14 @@ Paths inside list files are relative to the dataset folder, so a DenseImageData 
 with `root_folder: "<folder>/"`.
 """
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .list_files import read_label, read_list_file, write_list_file
+from .metrics import ClassFrequencies
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
@@ -214,39 +216,6 @@ def overlay(image_rgb, label, palette, alpha=0.5):
     coloured = colorize(label, palette).astype(np.float32)
     blended = (1 - alpha) * np.asarray(image_rgb, np.float32) + alpha * coloured
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-
-
-# ----- list files --------------------------------------------------------------------------------
-def write_list_file(path, pairs):
-    """Write a DenseImageData list file: one `image label` pair per line."""
-    lines = []
-    for image, label in pairs:
-        if any(c.isspace() for c in f"{image}{label}"):
-            raise ValueError(f'"{image}" / "{label}": Caffe list files cannot hold paths with spaces')
-        lines.append(f"{image} {label}\n")
-    Path(path).write_text("".join(lines))
-
-
-def read_list_file(path):
-    """The (image, label) pairs of a DenseImageData list file, blank lines skipped."""
-    pairs = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        if len(tokens) != 2:
-            raise ValueError(f"{path}:{number}: expected `image label`, got {line.strip()!r}")
-        pairs.append(tuple(tokens))
-    return pairs
-
-
-def read_label(path):
-    """A label image as Caffe's DenseImageData reads it: grayscale, HxW uint8."""
-    label = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if label is None:
-        reason = "no such file" if not os.path.isfile(path) else "OpenCV cannot decode it"
-        raise ValueError(f'cannot read label image "{path}": {reason}')
-    return label
 
 
 # ----- the report's synthetic squares -------------------------------------------------------------
@@ -479,8 +448,6 @@ def prepare_camvid(root, out=None, rewrite=False, num_classes=11, ignore_label=C
     training labels (see metrics.median_frequency_weights) and are written to
     `<out>/class_weights.json` as {"class_weights": [...], ...}. Returns that dictionary.
     """
-    from .metrics import ClassFrequencies
-
     root = Path(root)
     out = Path(out) if out is not None else root
     if not (root / "train").is_dir() or not (root / "trainannot").is_dir():

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from . import io
+from . import io, list_files
 from .datasets import IMAGE_EXTENSIONS
 from .errors import CaffeError
 from .input_transform import InputTransform
@@ -261,7 +261,7 @@ def deploy_net_param(model, input_size=None):
             size = (p.new_height, p.new_width)
         if first.type == "DenseImageData" and p.crop_height and p.crop_width:
             size = (p.crop_height, p.crop_width)
-        list_image = _first_list_image(p.source, p.root_folder)
+        list_image = list_files.first_image(p.source, p.root_folder)
     if first.transform_param.crop_size:
         size = (first.transform_param.crop_size,) * 2
     if input_size is not None:
@@ -291,17 +291,6 @@ def deploy_net_param(model, input_size=None):
     del param.layer[:]
     param.layer.extend(layers)
     return param, spec
-
-
-def _first_list_image(source, root_folder):
-    try:
-        with open(source, encoding="utf-8") as stream:
-            for line in stream:
-                if line.split():
-                    return root_folder + line.split()[0]
-    except OSError:
-        return None
-    return None
 
 
 def deploy_net(model, weights=None, input_size=None):

@@ -15,6 +15,8 @@ classes; both rules agree whenever every class occurs, as on CamVid's test set. 
 import numpy as np
 import torch
 
+from .list_files import read_label
+
 
 class ConfusionMatrix:
     """Accumulates (ground truth, prediction) pixel counts over batches.
@@ -248,8 +250,6 @@ def median_frequency_weights(labels, num_classes, ignore_label=None, return_freq
     never a class and get no weight. The median runs over the classes that occur at least once;
     a class that never occurs gets weight 0.
     """
-    from .datasets import read_label
-
     counter = ClassFrequencies(num_classes, ignore_label)
     for label in labels:
         is_path = isinstance(label, (str, bytes)) or hasattr(label, "__fspath__")

@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 
 from .datasets import (IMAGE_EXTENSIONS, LABEL_EXTENSIONS, PALETTE_FORM, SPLITS, ClassMap,
-                       generic_class_map, json_text, read_palette, write_class_weights,
-                       write_list_file)
+                       generic_class_map, json_text, read_palette, write_class_weights)
 from .errors import CaffeError
+from .list_files import write_list_file
 from .metrics import ClassFrequencies
 
 FORMAT = "segnet_caffe dataset 1"

@@ -2,6 +2,7 @@
 import numpy as np
 
 from . import register_layer
+from .. import list_files
 from .list_data import ListDataLayer, DataTransformer, decode, read_list, stack
 from ..logs import get_logger
 
@@ -39,12 +40,8 @@ class DenseImageDataLayer(ListDataLayer):
         self.source = param.source
         self.transform = DataTransformer(self, transform, self.phase)
 
-        def parse(tokens):
-            if len(tokens) != 2:
-                raise ValueError(f"{len(tokens)} field{'' if len(tokens) == 1 else 's'}")
-            return tuple(tokens)
-
-        self.entries = read_list(self, param.source, parse, '"image_path label_path"')
+        self.entries = read_list(self, param.source, list_files.parse_pair,
+                                 '"image_path label_path"')
         self.start(param.source, param.batch_size, param.shuffle, param.rand_skip,
                    self.mirror or self.crop[0] > 0)
 

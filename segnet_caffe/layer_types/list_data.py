@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from .base import BaseLayer
-from .. import distributed, mode
+from .. import distributed, list_files, mode
 from ..input_transform import InputTransform
 from ..logs import get_logger
 from ..proto import caffe_pb2
@@ -27,28 +27,17 @@ from ..proto import caffe_pb2
 
 # ----- list files --------------------------------------------------------------------------------
 def read_list(layer, source, parse, what):
-    """The entries of list file `source` as (line number, parse(tokens)) for each non-blank line.
-
-    `parse` returns the entry or raises ValueError saying what is wrong; `what` describes a
-    line's expected form for the error messages. Relative paths are read from the working
-    directory, as Caffe does.
-    """
+    """list_files.read_entries of `source` with the layer's errors: relative paths are read from
+    the working directory, as Caffe does, and a missing or empty list is an error."""
     if not source:
         raise layer.error("no source: set the list file (one " + what + " per line)")
     if not os.path.isfile(source):
         raise layer.error(f'list file "{source}" does not exist (relative paths are read from the '
                           f"working directory {os.getcwd()})")
-    entries = []
-    with open(source, encoding="utf-8", errors="surrogateescape") as stream:
-        for number, line in enumerate(stream, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            try:
-                entries.append((number, parse(tokens)))
-            except ValueError as exc:
-                raise layer.error(f"{source}:{number}: {exc}; expected {what}, got "
-                                  f"{line.strip()!r}") from None
+    try:
+        entries = list_files.read_entries(source, parse, what)
+    except ValueError as exc:
+        raise layer.error(str(exc)) from None
     if not entries:
         raise layer.error(f'list file "{source}" is empty: it needs one {what} per line')
     return entries
