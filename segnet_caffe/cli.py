@@ -119,25 +119,19 @@ def cmd_test(args):
     args.phase = "TEST"
     net = _scored_net(args)
     log = get_logger()
+    from .solver import loss_text, mean_outputs
+
+    def log_batch(i):
+        for name in net.outputs:
+            for value in net.blobs[name].data.reshape(-1):
+                log.info(f"Batch {i}, {name} = {value:g}")
+
     log.info(f"Running for {args.iterations} iterations.")
-    totals, loss = [], 0.0
-    with torch.no_grad():
-        for i in range(args.iterations):
-            loss += net.forward_range(0, len(net.layers) - 1)
-            index = 0
-            for name in net.outputs:
-                for value in net.blobs[name].data.reshape(-1):
-                    if i == 0:
-                        totals.append([name, 0.0])
-                    totals[index][1] += float(value)
-                    index += 1
-                    log.info(f"Batch {i}, {name} = {value:g}")
-    log.info(f"Loss: {loss / args.iterations:g}")
-    for name, total in totals:
-        mean = total / args.iterations
-        weight = net.blob_loss_weights.get(name, 0.0)
-        suffix = f" (* {weight:g} = {weight * mean:g} loss)" if weight else ""
-        log.info(f"{name} = {mean:g}{suffix}")
+    scores, loss = mean_outputs(net, args.iterations, after_batch=log_batch)
+    log.info(f"Loss: {loss:g}")
+    for name, mean in scores.items():
+        for value in mean.reshape(-1):
+            log.info(f"{name} = {value:g}{loss_text(net, name, value)}")
     return 0
 
 

@@ -90,6 +90,30 @@ def read_solver(solver, source=None):
     return param, source
 
 
+def mean_outputs(net, iterations, after_batch=None, stop=None):
+    """Score `net` as Caffe's Solver::Test and `caffe test` do: run `iterations` forward passes
+    and return (the mean of each output blob as a float64 array, by name; the mean loss).
+    `after_batch(i)` runs after batch i; when `stop()` is true before a batch, returns None."""
+    totals, loss = {}, 0.0
+    with torch.no_grad():
+        for i in range(iterations):
+            if stop is not None and stop():
+                return None
+            loss += net.forward_range(0, len(net.layers) - 1)
+            for name in net.outputs:
+                value = net.blobs[name].data.astype(np.float64).copy()
+                totals[name] = totals[name] + value if name in totals else value
+            if after_batch is not None:
+                after_batch(i)
+    return {name: total / iterations for name, total in totals.items()}, loss / iterations
+
+
+def loss_text(net, name, value):
+    """Caffe's ` (* w = w*v loss)` after an output's value `v`, for an output with a loss weight."""
+    weight = net.blob_loss_weights.get(name, 0.0)
+    return f" (* {weight:g} = {weight * value:g} loss)" if weight else ""
+
+
 class Solver:
     """Caffe's Solver: owns the training net, the test nets and the update history.
 
@@ -353,10 +377,9 @@ class Solver:
         index = 0
         for name in net.outputs:
             values = (scores[name] if scores is not None else net.blobs[name].data).reshape(-1)
-            weight = net.blob_loss_weights.get(name, 0.0)
             for value in values:
-                suffix = f" (* {weight:g} = {weight * value:g} loss)" if weight else ""
-                self.log.info(f"    {kind} net output #{index}: {name} = {value:g}{suffix}")
+                self.log.info(f"    {kind} net output #{index}: {name} = {value:g}"
+                              f"{loss_text(net, name, value)}")
                 index += 1
 
     # ----- testing -----------------------------------------------------------------------------
@@ -435,20 +458,15 @@ class Solver:
     def test(self, index):
         """Caffe's Solver::Test: the mean of each output of test net `index` over test_iter batches."""
         self.log.info(f"Iteration {self.iter}, Testing net (#{index})")
-        net, iters = self.test_nets[index], self.param.test_iter[index]
-        totals, loss = {}, 0.0
-        with torch.no_grad():
-            for _ in range(iters):
-                if self.requested_action == "stop":
-                    self.requested_early_exit = True
-                    return None
-                loss += net.forward_range(0, len(net.layers) - 1)
-                for name in net.outputs:
-                    value = net.blobs[name].data.astype(np.float64).copy()
-                    totals[name] = totals[name] + value if name in totals else value
+        net = self.test_nets[index]
+        scored = mean_outputs(net, self.param.test_iter[index],
+                              stop=lambda: self.requested_action == "stop")
+        if scored is None:
+            self.requested_early_exit = True
+            return None
+        scores, loss = scored
         if self.param.test_compute_loss:
-            self.log.info(f"Test loss: {loss / iters:g}")
-        scores = {name: total / iters for name, total in totals.items()}
+            self.log.info(f"Test loss: {loss:g}")
         self._log_outputs(net, "Test", scores)
         return scores
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from segnet_caffe import io
-from segnet_caffe.mode import set_caffe_accumulation
+from segnet_caffe import engine_options
 from segnet_caffe.solver import get_solver
 from tests.conftest import SHARED_DIR
 
@@ -16,9 +16,9 @@ pytestmark = pytest.mark.skipif(not SOLVER_DIR.is_dir(),
 @pytest.fixture(autouse=True)
 def caffe_accumulation():
     """Caffe's im2col+BLAS convolutions: oneDNN's float32 weight gradients drift ~1e-3."""
-    set_caffe_accumulation(True)
+    engine_options.set_default(caffe_accumulation=True)
     yield
-    set_caffe_accumulation(False)
+    engine_options.set_default(caffe_accumulation=False)
 
 
 def close(actual, expected, what, rtol=1e-4):
@@ -97,7 +97,7 @@ def test_our_snapshot_matches_caffes_snapshot_messages(monkeypatch, tmp_path):
 def test_default_onednn_path_stays_close_to_caffe(monkeypatch, tmp_path):
     """Without Caffe's accumulation order the run drifts by float32 noise only (README: up to
     2.6e-3 in losses, 7e-3 in the near-zero conv1 bias over 20 iterations)."""
-    set_caffe_accumulation(False)
+    engine_options.set_default(caffe_accumulation=False)
     expected = np.load(SOLVER_DIR / "result_sgd.npz")
     solver = solver_in_shared(monkeypatch, tmp_path, "solver_sgd_run.prototxt", "fast")
     solver.param.snapshot = 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segnet_caffe.errors import CaffeError
-from segnet_caffe.mode import set_caffe_accumulation
+from segnet_caffe import engine_options
 from layer_testing import check_layer_gradients, layer_from_text, net_from_text
 
 FLT_MIN = np.finfo(np.float32).tiny
@@ -363,7 +363,7 @@ def test_bn_learn_uses_batch_statistics_in_both_phases(phase):
 
 @pytest.mark.parametrize("shape", [(3, 4, 5, 6), (2, 4), (1, 4)])
 def test_bn_learn_fused_kernels_equal_the_forks_arithmetic(shape):
-    """The default fused batch-norm path and set_caffe_accumulation's fork-order formulas agree
+    """The default fused batch-norm path and caffe_accumulation's fork-order formulas agree
     in forward, bottom and parameter gradients. A single value per channel normalises to 0 (the
     top is the shift); its bottom gradient is rounding noise times 1/sqrt(1e-9) in the fork, so
     only the top is compared there."""
@@ -371,7 +371,7 @@ def test_bn_learn_fused_kernels_equal_the_forks_arithmetic(shape):
     dy = torch.from_numpy(rand(*shape, seed=22))
     results = []
     for exact in (False, True):
-        set_caffe_accumulation(exact)
+        engine_options.set_default(caffe_accumulation=exact)
         try:
             layer = layer_from_text(f'name: "bn" type: "BN" bottom: "x" top: "y" bn_param {{ '
                                     f'{BN_FILLERS} }}', [shape], phase="TRAIN")
@@ -381,7 +381,7 @@ def test_bn_learn_fused_kernels_equal_the_forks_arithmetic(shape):
             y = layer.forward([leaf])[0]
             results.append([y.detach()] + list(torch.autograd.grad(y, [leaf] + params, dy)))
         finally:
-            set_caffe_accumulation(False)
+            engine_options.set_default(caffe_accumulation=False)
     single = shape[0] * math.prod(shape[2:]) == 1
     for fused, fork in zip(*results) if not single else [(results[0][0], results[1][0])]:
         np.testing.assert_allclose(fused.numpy(), fork.numpy(), rtol=1e-5, atol=1e-5)

@@ -60,7 +60,7 @@ class BNLayer(BaseLayer):
             return [torch.addcmul(shift, x, scale)] + stats
         synchronised = self.phase == caffe_pb2.TRAIN and distributed.sync_batch_stats()
         if self.options.caffe_accumulation or synchronised or x.numel() == channels:
-            # The fork's own formulas: for Caffe's arithmetic order (set_caffe_accumulation),
+            # The fork's own formulas: for Caffe's arithmetic order (EngineOptions.caffe_accumulation),
             # for statistics over every process's batch (--sync_bn), and for one value per
             # channel (the fork outputs exactly the shift; PyTorch's kernel, dividing rounding
             # noise by sqrt(1e-9), does not).
