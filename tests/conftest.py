@@ -62,24 +62,40 @@ def shared_dir():
     return SHARED_DIR
 
 
+def write_dataset(folder, images, labels, prefix="", image_name="img{}.png",
+                  label_name="lab{}.png", list_name="list.txt"):
+    """The small-dataset factory of the tests: each BGR image and label image of the lists as a
+    PNG in `folder` (named by image_name / label_name formatted with its index) and a
+    DenseImageData list file of the pairs, each path written after `prefix` (e.g. the folder, for
+    absolute paths). Returns the list file's path."""
+    import cv2
+
+    lines = []
+    for i, (image, label) in enumerate(zip(images, labels)):
+        names = image_name.format(i), label_name.format(i)
+        for name, array in zip(names, (image, label)):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / name), array)
+        lines.append(f"{prefix}{names[0]} {prefix}{names[1]}\n")
+    (folder / list_name).write_text("".join(lines))
+    return folder / list_name
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path):
-    """Five 8x8 colour images with 2-class label images and a DenseImageData list file."""
-    import cv2
+    """Five 8x8 colour images with 2-class label images and a DenseImageData list file of
+    absolute paths."""
     import numpy as np
 
     rng = np.random.RandomState(0)
-    lines = []
+    images, labels = [], []
     for i in range(5):
-        image = rng.randint(0, 255, (8, 8, 3)).astype(np.uint8)
+        images.append(rng.randint(0, 255, (8, 8, 3)).astype(np.uint8))
         label = np.zeros((8, 8), np.uint8)
         label[2:5, 3:6] = 1
         label[rng.rand(8, 8) > 0.8] = 1
-        cv2.imwrite(str(tmp_path / f"img{i}.png"), image)
-        cv2.imwrite(str(tmp_path / f"lab{i}.png"), label)
-        lines.append(f"{tmp_path}/img{i}.png {tmp_path}/lab{i}.png")
-    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
-    return tmp_path / "list.txt"
+        labels.append(label)
+    return write_dataset(tmp_path, images, labels, prefix=f"{tmp_path}/")
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from segnet_caffe.errors import CaffeError
 from segnet_caffe.layer_types.list_data import BatchOrder
 from segnet_caffe.proto import caffe_pb2
 from segnet_caffe.solver import get_solver
+from tests.conftest import write_dataset
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with the gloo backend is unavailable")
@@ -40,19 +41,15 @@ IMAGES = 8
 def images(tmp_path_factory):
     """8 random 8x8 colour images with random 0/1 labels; image i's pixel (0, 0) holds 10*i in
     its first channel, so a batch tells which images it holds. Returns the list file."""
-    import cv2
-
     folder = tmp_path_factory.mktemp("images")
     rng = np.random.RandomState(3)
-    lines = []
+    images, labels = [], []
     for i in range(IMAGES):
         image = rng.randint(0, 255, (8, 8, 3)).astype(np.uint8)
         image[0, 0, 0] = 10 * i
-        cv2.imwrite(str(folder / f"img{i}.png"), image)
-        cv2.imwrite(str(folder / f"lab{i}.png"), (rng.rand(8, 8) > 0.6).astype(np.uint8))
-        lines.append(f"{folder}/img{i}.png {folder}/lab{i}.png")
-    (folder / "list.txt").write_text("\n".join(lines) + "\n")
-    return folder / "list.txt"
+        images.append(image)
+        labels.append((rng.rand(8, 8) > 0.6).astype(np.uint8))
+    return write_dataset(folder, images, labels, prefix=f"{folder}/")
 
 
 def net_text(source, batch_size, bn=False):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import segnet_caffe as caffe
+from tests.conftest import write_dataset
 
 NET = """name: "tiny"
 layer { name: "data" type: "DenseImageData" top: "data" top: "label"
@@ -34,12 +35,10 @@ LIST = "".join(f"img{i}.png lab{i}.png\n" for i in range(4))
 def case_dir(tmp_path, monkeypatch):
     """A folder with a valid tiny training setup, as the working directory."""
     rng = np.random.RandomState(0)
-    for i in range(4):
-        cv2.imwrite(str(tmp_path / f"img{i}.png"), rng.randint(0, 255, (8, 8, 3)).astype(np.uint8))
-        label = np.zeros((8, 8), np.uint8)
-        label[2:5, 3:6] = 1
-        cv2.imwrite(str(tmp_path / f"lab{i}.png"), label)
-    (tmp_path / "list.txt").write_text(LIST)
+    images = [rng.randint(0, 255, (8, 8, 3)).astype(np.uint8) for _ in range(4)]
+    label = np.zeros((8, 8), np.uint8)
+    label[2:5, 3:6] = 1
+    assert write_dataset(tmp_path, images, [label] * 4).read_text() == LIST
     (tmp_path / "net.prototxt").write_text(NET)
     (tmp_path / "solver.prototxt").write_text(SOLVER)
     monkeypatch.chdir(tmp_path)

@@ -13,6 +13,7 @@ import torch
 import segnet_caffe as caffe
 from segnet_caffe import datasets, engine_options, evaluate, hardware, mode
 from segnet_caffe.metrics import ConfusionMatrix
+from tests.conftest import write_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import test_segmentation_camvid as script  # noqa: E402
@@ -45,19 +46,16 @@ def tiny(tmp_path_factory):
     the class map, the inference / Bayesian / deploy prototxts and hand-set weights."""
     root = tmp_path_factory.mktemp("tiny")
     rng = np.random.default_rng(0)
-    images, labels, lines = [], [], []
+    images, labels = [], []
     for i in range(3):
         image = rng.integers(0, 256, (HEIGHT, WIDTH, 3)).astype(np.uint8)  # BGR
         image[:, :, 2] = 255 * (rng.random((HEIGHT, WIDTH)) > 0.5)          # red: 0 or 255
         label = (image[:, :, 2] > 128).astype(np.uint8)
         label[rng.random((HEIGHT, WIDTH)) > 0.8] ^= 1                         # some errors
         label[0, :3] = VOID                                                   # some void
-        cv2.imwrite(str(root / f"img{i}.png"), image)
-        cv2.imwrite(str(root / f"lab{i}.png"), label)
         images.append(image)
         labels.append(label)
-        lines.append(f"img{i}.png lab{i}.png")
-    (root / "list.txt").write_text("\n".join(lines) + "\n")
+    write_dataset(root, images, labels)
     (root / "classes.json").write_text(json.dumps(
         {"names": ["dark", "red"], "colours": [[0, 0, 255], [255, 0, 0]], "ignore_label": VOID}))
     (root / "net.prototxt").write_text(NET.format(root=root, dropout="", top="score"))

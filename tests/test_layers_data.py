@@ -9,7 +9,7 @@ import torch
 
 import segnet_caffe as caffe
 from segnet_caffe import CaffeError, io
-from tests.conftest import SHARED_DIR
+from tests.conftest import SHARED_DIR, write_dataset
 from tests.layer_testing import check_resume_gives_the_same_batch, net_from_text
 
 DATA_FIXTURES = SHARED_DIR / "conformance" / "data"
@@ -19,16 +19,11 @@ FIXTURES = sorted(p.stem for p in DATA_FIXTURES.glob("*.npz")) if DATA_FIXTURES.
 def write_pairs(folder, count, height=4, width=6, seed=0):
     """`count` colour PNGs and grayscale label PNGs; returns the BGR images and the labels."""
     rng = np.random.default_rng(seed)
-    (folder / "img").mkdir(exist_ok=True)
-    (folder / "lab").mkdir(exist_ok=True)
     images, labels = [], []
     for i in range(count):
-        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        label = rng.integers(0, 12, (height, width), dtype=np.uint8)
-        cv2.imwrite(str(folder / "img" / f"{i}.png"), image)
-        cv2.imwrite(str(folder / "lab" / f"{i}.png"), label)
-        images.append(image)
-        labels.append(label)
+        images.append(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        labels.append(rng.integers(0, 12, (height, width), dtype=np.uint8))
+    write_dataset(folder, images, labels, image_name="img/{}.png", label_name="lab/{}.png")
     return images, labels
 
 
