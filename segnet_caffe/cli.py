@@ -268,26 +268,48 @@ def cmd_segment(args):
 def build_parser():
     parser = argparse.ArgumentParser(prog="segnet-caffe", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_train(commands)
+    _add_test(commands)
+    _add_time(commands)
+    _add_device_query(commands)
+    _add_plot(commands)
+    _add_draw(commands)
+    _add_export(commands)
+    _add_segment(commands)
+    return parser
 
-    def common(sub, with_model):
-        _flag(sub, "gpu", default="", help="GPU ids: 0, 0,1 or all (default: CPU)")
-        _flag(sub, "level", type=int, default=0, help="net state level")
-        _flag(sub, "stage", default="", help="comma-separated net state stages")
-        sub.add_argument("--debug", action="store_true", help="show Python tracebacks")
-        _flag(sub, "bf16", action="store_true",
-              help="bfloat16 autocast for the layers (float32 weights, diffs and updates)")
-        layout = sub.add_mutually_exclusive_group()  # default None: the measured rule (EngineOptions)
-        _flag(layout, "channels_last", action="store_const", const=True,
-              help="NHWC convolutions (default: NHWC with AVX-512 kernels and on GPUs, else NCHW)")
-        layout.add_argument("-nchw", "--nchw", dest="channels_last", action="store_const",
-                            const=False, help="NCHW convolutions (see --channels_last)")
-        if with_model:
-            _flag(sub, "model", default="", help="the net prototxt")
-            _flag(sub, "weights", default="", help="comma-separated .caffemodel files")
-            _flag(sub, "iterations", type=int, default=50, help="batches to run")
 
+def _common_flags(sub, with_model):
+    """The flags of Caffe's tool that train, test, time and device_query share."""
+    _flag(sub, "gpu", default="", help="GPU ids: 0, 0,1 or all (default: CPU)")
+    _flag(sub, "level", type=int, default=0, help="net state level")
+    _flag(sub, "stage", default="", help="comma-separated net state stages")
+    sub.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    _flag(sub, "bf16", action="store_true",
+          help="bfloat16 autocast for the layers (float32 weights, diffs and updates)")
+    layout = sub.add_mutually_exclusive_group()  # default None: the measured rule (EngineOptions)
+    _flag(layout, "channels_last", action="store_const", const=True,
+          help="NHWC convolutions (default: NHWC with AVX-512 kernels and on GPUs, else NCHW)")
+    layout.add_argument("-nchw", "--nchw", dest="channels_last", action="store_const",
+                        const=False, help="NCHW convolutions (see --channels_last)")
+    if with_model:
+        _flag(sub, "model", default="", help="the net prototxt")
+        _flag(sub, "weights", default="", help="comma-separated .caffemodel files")
+        _flag(sub, "iterations", type=int, default=50, help="batches to run")
+
+
+def _deployed_flags(sub, out_help):
+    """--model, --weights, --out and --debug of the commands that run a deploy net."""
+    sub.add_argument("--model", required=True, help="the inference or deploy prototxt")
+    sub.add_argument("--weights", required=True, help="the .caffemodel")
+    sub.add_argument("--out", required=True, help=out_help)
+    sub.add_argument("--debug", action="store_true", help="show Python tracebacks")
+
+
+def _add_train(commands):
+    """`train`: Caffe's flags plus snapshots, signals, processes and the data options."""
     train = commands.add_parser("train", help="train a net with a solver prototxt")
-    common(train, with_model=False)
+    _common_flags(train, with_model=False)
     _flag(train, "solver", default="", help="the solver prototxt")
     _flag(train, "weights", default="", help="comma-separated .caffemodel files to finetune from")
     _flag(train, "snapshot", default="", help="a .solverstate to resume from")
@@ -325,25 +347,40 @@ def build_parser():
           help="threads that read and transform a batch's items (default 1)")
     train.set_defaults(run=cmd_train)
 
+
+def _add_test(commands):
+    """`test`: Caffe's scoring of a net's outputs."""
     test = commands.add_parser("test", help="score a net's outputs over --iterations batches")
-    common(test, with_model=True)
+    _common_flags(test, with_model=True)
     test.set_defaults(run=cmd_test)
 
+
+def _add_time(commands):
+    """`time`: Caffe's per-layer timing."""
     timing = commands.add_parser("time", help="per-layer forward/backward timing")
-    common(timing, with_model=True)
+    _common_flags(timing, with_model=True)
     _flag(timing, "phase", default="TRAIN", choices=("TRAIN", "TEST"))
     timing.set_defaults(run=cmd_time)
 
+
+def _add_device_query(commands):
+    """`device_query`: the devices, the CPU's features and the torch build."""
     query = commands.add_parser("device_query", help="describe the compute devices")
-    common(query, with_model=False)
+    _common_flags(query, with_model=False)
     query.set_defaults(run=cmd_device_query)
 
+
+def _add_plot(commands):
+    """`plot`: a training log's curves."""
     plot = commands.add_parser("plot", help="plot a training log's loss (and test outputs) to PNG")
     plot.add_argument("log", help="a training log written by train")
     plot.add_argument("output", help="the PNG to write")
     plot.add_argument("--debug", action="store_true")
     plot.set_defaults(run=cmd_plot)
 
+
+def _add_draw(commands):
+    """`draw`: a net diagram."""
     draw = commands.add_parser("draw", help="draw a net prototxt as a diagram (PNG, SVG or PDF)")
     draw.add_argument("prototxt", help="the net prototxt")
     draw.add_argument("output", help="the image to write; its extension picks the format")
@@ -356,17 +393,13 @@ def build_parser():
     draw.add_argument("--debug", action="store_true")
     draw.set_defaults(run=cmd_draw)
 
-    def deployed(sub, out_help):
-        """--model, --weights, --out and --debug of the commands that run a deploy net."""
-        sub.add_argument("--model", required=True, help="the inference or deploy prototxt")
-        sub.add_argument("--weights", required=True, help="the .caffemodel")
-        sub.add_argument("--out", required=True, help=out_help)
-        sub.add_argument("--debug", action="store_true", help="show Python tracebacks")
 
+def _add_export(commands):
+    """`export`: ONNX."""
     export = commands.add_parser(
         "export", help="write a net (TEST phase, BN folded) as an ONNX file, checked in "
                        "onnxruntime against the engine")
-    deployed(export, "the ONNX file to write")
+    _deployed_flags(export, "the ONNX file to write")
     export.add_argument("--input-size", "--input_size", dest="input_size", nargs=2, type=int,
                         metavar=("H", "W"), help="input height and width (default: the "
                         "prototxt's Input shape or data layer size)")
@@ -388,19 +421,21 @@ def build_parser():
                         help="write the file without checking it in onnxruntime")
     export.set_defaults(run=cmd_export)
 
+
+def _add_segment(commands):
+    """`segment`: pictures, video and camera with a deploy net."""
     from . import segment
 
     seg = commands.add_parser(
         "segment", help="segment images, a video or a camera's frames with a deploy net "
                         "(overlays, class colours, index PNGs)")
-    deployed(seg, "the output folder")
+    _deployed_flags(seg, "the output folder")
     seg.add_argument("--mc-samples", type=int, default=1,
                      help="Monte-Carlo dropout passes per picture (Bayesian SegNet)")
     seg.add_argument("--classes", default=None, help="squares | camvid | FILE.json")
     _flag(seg, "gpu", default="", help="GPU id (default: CPU)")
     segment.add_arguments(seg)
     seg.set_defaults(run=cmd_segment, check=lambda args: segment.check_arguments(seg, args))
-    return parser
 
 
 def run_reporting_errors(run, debug=False, program="segnet-caffe"):

@@ -231,19 +231,7 @@ def deploy_net_param(model, input_size=None):
         raise CaffeError(f"{model}: no layers in the TEST phase")
     first = param.layer[0]
     if first.type == "Input":
-        if not first.input_param.shape:
-            raise CaffeError(f'{model}: Input layer "{first.name}" declares no shape')
-        dims = list(first.input_param.shape[0].dim)
-        if len(dims) != 4:
-            raise CaffeError(f'{model}: Input layer "{first.name}" shape {dims} is not '
-                             "(N, C, H, W)")
-        height, width = (input_size or dims[2:])
-        dims[0], dims[2], dims[3] = 1, height, width
-        del first.input_param.shape[:]
-        first.input_param.shape.add().dim.extend(dims)
-        spec = InputSpec(first.top[0], dims[1], height, width,
-                         source=f'Input layer "{first.name}"')
-        return param, spec
+        return param, _input_layer_spec(model, first, input_size)
     if not is_data_type(first.type):
         raise CaffeError(f'{model}: the first layer "{first.name}" is a {first.type}; expected an '
                          "Input layer or a data layer whose first top is the image blob")
@@ -252,6 +240,32 @@ def deploy_net_param(model, input_size=None):
     if readers:
         raise CaffeError(f'{model}: layers {readers} read the data layer\'s label top; use the '
                          "inference prototxt (no loss or accuracy layers)")
+    spec = _data_layer_spec(model, first, input_size)
+    replacement = caffe_pb2.LayerParameter(name=first.name, type="Input")
+    replacement.top.append(first.top[0])
+    replacement.input_param.shape.add().dim.extend([1, spec.channels, spec.height, spec.width])
+    layers = [replacement] + list(param.layer[1:])
+    del param.layer[:]
+    param.layer.extend(layers)
+    return param, spec
+
+
+def _input_layer_spec(model, first, input_size):
+    """The InputSpec of an Input first layer, whose shape becomes batch 1 at the input size."""
+    if not first.input_param.shape:
+        raise CaffeError(f'{model}: Input layer "{first.name}" declares no shape')
+    dims = list(first.input_param.shape[0].dim)
+    if len(dims) != 4:
+        raise CaffeError(f'{model}: Input layer "{first.name}" shape {dims} is not (N, C, H, W)')
+    height, width = (input_size or dims[2:])
+    dims[0], dims[2], dims[3] = 1, height, width
+    del first.input_param.shape[:]
+    first.input_param.shape.add().dim.extend(dims)
+    return InputSpec(first.top[0], dims[1], height, width, source=f'Input layer "{first.name}"')
+
+
+def _data_layer_spec(model, first, input_size):
+    """The InputSpec of a data first layer: its channels, size and transform_param."""
     channels, size, list_image = 3, None, None
     if first.type in ("DenseImageData", "ImageData"):
         p = first.dense_image_data_param if first.type == "DenseImageData" \
@@ -281,16 +295,9 @@ def deploy_net_param(model, input_size=None):
         if file_mean.shape[-2:] != tuple(size):
             raise CaffeError(f"{model}: transform_param.mean_file is {file_mean.shape[-2]}x"
                              f"{file_mean.shape[-1]} but the input is {size[0]}x{size[1]}")
-    spec = InputSpec(first.top[0], channels, int(size[0]), int(size[1]),
+    return InputSpec(first.top[0], channels, int(size[0]), int(size[1]),
                      transform=InputTransform.from_param(transform, file_mean),
                      source=f'{first.type} layer "{first.name}" replaced by an Input layer')
-    replacement = caffe_pb2.LayerParameter(name=first.name, type="Input")
-    replacement.top.append(first.top[0])
-    replacement.input_param.shape.add().dim.extend([1, channels, spec.height, spec.width])
-    layers = [replacement] + list(param.layer[1:])
-    del param.layer[:]
-    param.layer.extend(layers)
-    return param, spec
 
 
 def deploy_net(model, weights=None, input_size=None):

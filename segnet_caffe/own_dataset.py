@@ -577,48 +577,17 @@ def prepare_dataset(images_dir, labels_dir, out, palette=None, split=DEFAULT_SPL
     pairs = pair_files(images_dir, labels_dir, report)
     infos = list(in_parallel(analyse_pair, pairs, "check pairs", workers))
     kind = detect_label_type(infos, classes, label_type)
-    if kind == "colour" and (void_value is not None or num_classes is not None):
-        flag = "--void" if void_value is not None else "--num-classes"
-        raise CaffeError(f"{flag} is for index labels; the labels are colour-coded: their classes "
-                         "and void colour come from the palette")
-    if kind == "colour":
-        mapping = colour_mapping(infos, classes, palette, labels_dir, write_palette, report)
-        if mapping is None:
-            return None
-    else:
-        if write_palette is not None:
-            draft = index_mapping(infos, classes, void_value, num_classes).classes
-            _write_new_file(write_palette, json_text(draft.to_palette()))
-            report(f"wrote {write_palette}: the {draft.num_classes} classes of the index labels "
-                   f"with generic names and colours: name them, then run again with --palette "
-                   f"{write_palette}")
-            return None
-        mapping = index_mapping(infos, classes, void_value, num_classes)
+    mapping = _label_mapping(kind, infos, classes, palette, labels_dir, void_value, num_classes,
+                             write_palette, report)
+    if mapping is None:
+        return None
     keys = [info.pair.key for info in infos]
     splits = split_by_lists(keys, lists, report) if lists else split_at_random(keys, split, seed)
-
     K, void = mapping.num_classes, mapping.void_label
-    histograms = {info.pair.key: mapping.histogram(info) for info in infos}
-    pixels = sum(histograms.values())
-    images_with = sum((h > 0).astype(np.int64) for h in histograms.values())
     how = (f"colour-coded, mapped through the palette {palette}" if kind == "colour" else
            "class indices" + (f" (void value {void_value})" if void_value is not None else ""))
-    report(f"labels: {how}; {K} classes" + (f", void = label {void} (ignored)" if void is not None
-                                            else ""))
-    width = max(len(name) for name in mapping.classes.names)
-    for label, name in enumerate(mapping.classes.names[:K + (void is not None)]):
-        share = 100 * pixels[label] / max(pixels.sum(), 1)
-        report(f"  {label:3d} {name:<{width}}  {str(mapping.classes.colours[label].tolist()):<16}"
-               f"{share:6.2f}% of the pixels, in {images_with[label]} image(s)")
-    sizes = {}
-    for info in infos:
-        sizes[_size_text(info.size)] = sizes.get(_size_text(info.size), 0) + 1
-    size = infos[0].size if len(sizes) == 1 else None
-    if size is not None:
-        report(f"images: all {_size_text(size)} (height x width)")
-    else:
-        report(f"images: {len(sizes)} sizes ({', '.join(f'{s}: {n}' for s, n in sizes.items())}"
-               "); the generator resizes them to one: generate_prototxts.py --size HxW")
+    pixels = _report_classes(infos, mapping, how, report)
+    sizes, size = _report_sizes(infos, report)
     report("split: " + ", ".join(f"{split} {len(splits[split])}" for split in SPLITS)
            + (f" (seed {seed})" if not lists else " (from the lists given)"))
     meta = {
@@ -648,6 +617,57 @@ def prepare_dataset(images_dir, labels_dir, out, palette=None, split=DEFAULT_SPL
            f"{Path(out) / LABEL_FOLDER}/")
     report(f"next: python scripts/generate_prototxts.py --dataset {out} --model segnet_basic")
     return meta
+
+
+def _label_mapping(kind, infos, classes, palette, labels_dir, void_value, num_classes,
+                   write_palette, report):
+    """The LabelMapping of the labels, by their kind ("colour" or "index"); None when only
+    --write-palette's file was to be written."""
+    if kind == "colour" and (void_value is not None or num_classes is not None):
+        flag = "--void" if void_value is not None else "--num-classes"
+        raise CaffeError(f"{flag} is for index labels; the labels are colour-coded: their classes "
+                         "and void colour come from the palette")
+    if kind == "colour":
+        return colour_mapping(infos, classes, palette, labels_dir, write_palette, report)
+    if write_palette is not None:
+        draft = index_mapping(infos, classes, void_value, num_classes).classes
+        _write_new_file(write_palette, json_text(draft.to_palette()))
+        report(f"wrote {write_palette}: the {draft.num_classes} classes of the index labels "
+               f"with generic names and colours: name them, then run again with --palette "
+               f"{write_palette}")
+        return None
+    return index_mapping(infos, classes, void_value, num_classes)
+
+
+def _report_classes(infos, mapping, how, report):
+    """Report each class's share of the pixels and how many images hold it; returns the pixel
+    count of each label (the classes, then void)."""
+    K, void = mapping.num_classes, mapping.void_label
+    histograms = [mapping.histogram(info) for info in infos]
+    pixels = sum(histograms)
+    images_with = sum((h > 0).astype(np.int64) for h in histograms)
+    report(f"labels: {how}; {K} classes" + (f", void = label {void} (ignored)" if void is not None
+                                            else ""))
+    width = max(len(name) for name in mapping.classes.names)
+    for label, name in enumerate(mapping.classes.names[:K + (void is not None)]):
+        share = 100 * pixels[label] / max(pixels.sum(), 1)
+        report(f"  {label:3d} {name:<{width}}  {str(mapping.classes.colours[label].tolist()):<16}"
+               f"{share:6.2f}% of the pixels, in {images_with[label]} image(s)")
+    return pixels
+
+
+def _report_sizes(infos, report):
+    """Report the image sizes; returns ({"HxW": count}, the one size or None)."""
+    sizes = {}
+    for info in infos:
+        sizes[_size_text(info.size)] = sizes.get(_size_text(info.size), 0) + 1
+    size = infos[0].size if len(sizes) == 1 else None
+    if size is not None:
+        report(f"images: all {_size_text(size)} (height x width)")
+    else:
+        report(f"images: {len(sizes)} sizes ({', '.join(f'{s}: {n}' for s, n in sizes.items())}"
+               "); the generator resizes them to one: generate_prototxts.py --size HxW")
+    return sizes, size
 
 
 # ----- reading a prepared dataset ----------------------------------------------------------------
