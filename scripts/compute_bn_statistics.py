@@ -34,7 +34,7 @@ def main(argv=None):
         io.write_prototxt(prototxt_path, inference)
         print(f"wrote {weights_path}\nwrote {prototxt_path}")
         return 0
-    return run_reporting_errors(run)
+    return run_reporting_errors(run, program="compute_bn_statistics.py")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ files: that is prepare_dataset.py's work. The same seed writes the same files.
 import argparse
 import sys
 
+from segnet_caffe.cli import run_reporting_errors
 from segnet_caffe.datasets import make_shapes
 from segnet_caffe.prototxts import parse_size
 
@@ -27,12 +28,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         height, width = parse_size(args.size)
-        palette = make_shapes(args.out, args.count, height, width, args.seed)
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         parser.error(str(exc))
-    print(f"wrote {args.count} images of {height}x{width} to {args.out}/images/ (JPEG), their "
-          f"colour masks to {args.out}/masks/ (PNG) and the palette {palette}")
-    return 0
+
+    def run():
+        try:
+            palette = make_shapes(args.out, args.count, height, width, args.seed)
+        except ValueError as exc:  # the arguments do not make a dataset
+            parser.error(str(exc))
+        print(f"wrote {args.count} images of {height}x{width} to {args.out}/images/ (JPEG), their "
+              f"colour masks to {args.out}/masks/ (PNG) and the palette {palette}")
+        return 0
+    return run_reporting_errors(run, program="make_shapes.py", also=(OSError,))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ files; each split draws from its own seed derived from --seed.
 import argparse
 import sys
 
+from segnet_caffe.cli import run_reporting_errors
 from segnet_caffe.datasets import make_squares
 
 
@@ -23,16 +24,17 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     args = parser.parse_args(argv)
 
-    try:
-        lists = make_squares(args.out, args.count, args.size, args.seed)
-    except (ValueError, OSError) as exc:
-        parser.error(str(exc))
-    for split, list_path in lists.items():
-        print(f"wrote {args.count} {args.size}x{args.size} images to {args.out}/{split}/ and "
-              f"{args.out}/{split}annot/, list {list_path}")
-    print(f'use root_folder: "{args.out}/" with these list files')
-    return 0
-
+    def run():
+        try:
+            lists = make_squares(args.out, args.count, args.size, args.seed)
+        except ValueError as exc:  # the arguments do not make a dataset
+            parser.error(str(exc))
+        for split, list_path in lists.items():
+            print(f"wrote {args.count} {args.size}x{args.size} images to {args.out}/{split}/ and "
+                  f"{args.out}/{split}annot/, list {list_path}")
+        print(f'use root_folder: "{args.out}/" with these list files')
+        return 0
+    return run_reporting_errors(run, program="make_squares.py", also=(OSError,))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,6 +13,7 @@ ignored) are printed and written to DIR/class_weights.json, which
 import argparse
 import sys
 
+from segnet_caffe.cli import run_reporting_errors
 from segnet_caffe.datasets import prepare_camvid
 
 
@@ -26,12 +27,10 @@ def main(argv=None):
                         help="write the list files from the folders even where they exist")
     args = parser.parse_args(argv)
 
-    try:
+    def run():
         prepare_camvid(args.camvid_dir, args.out, rewrite=args.rewrite)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+    return run_reporting_errors(run, program="prepare_camvid.py", also=(ValueError, OSError))
 
 
 if __name__ == "__main__":

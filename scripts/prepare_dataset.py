@@ -28,7 +28,6 @@ import argparse
 import sys
 
 from segnet_caffe.cli import run_reporting_errors
-from segnet_caffe.errors import CaffeError
 from segnet_caffe.own_dataset import DEFAULT_SPLIT, parse_split, prepare_dataset
 
 
@@ -71,15 +70,13 @@ def main(argv=None):
         parser.error("--out OUT is required (unless --write-palette FILE)")
 
     def run():
-        try:
-            split = parse_split(args.split) if args.split else DEFAULT_SPLIT
-            prepare_dataset(args.images, args.labels, args.out, args.palette, split,
-                            lists if all(lists) else None, args.seed, args.label_type,
-                            args.void, args.num_classes, args.write_palette, args.workers)
-        except (ValueError, OSError) as exc:
-            raise CaffeError(str(exc)) from exc
+        split = parse_split(args.split) if args.split else DEFAULT_SPLIT
+        prepare_dataset(args.images, args.labels, args.out, args.palette, split,
+                        lists if all(lists) else None, args.seed, args.label_type,
+                        args.void, args.num_classes, args.write_palette, args.workers)
         return 0
-    return run_reporting_errors(run, args.debug, program="prepare_dataset.py")
+    return run_reporting_errors(run, args.debug, program="prepare_dataset.py",
+                                also=(ValueError, OSError))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import torch
 
 import segnet_caffe as caffe
 from segnet_caffe import datasets, engine_options, evaluate, plots, segment
+from segnet_caffe.cli import run_reporting_errors
 from segnet_caffe.segment import class_map_for
 
 
@@ -121,7 +122,8 @@ def run_on_dataset(args, out):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+
+    def run():
         caffe.mode.choose_device("0" if args.gpu else "")  # an explicit --gpu needs CUDA
         engine_options.set_default(bf16=args.bf16)
         out = Path(args.out)
@@ -131,10 +133,9 @@ def main(argv=None):
                 segment.run(args, out)
             else:
                 run_on_dataset(args, out)
-    except (caffe.CaffeError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+    return run_reporting_errors(run, program="test_segmentation_camvid.py",
+                                also=(ValueError, OSError))
 
 
 if __name__ == "__main__":

@@ -438,13 +438,15 @@ def _add_segment(commands):
     seg.set_defaults(run=cmd_segment, check=lambda args: segment.check_arguments(seg, args))
 
 
-def run_reporting_errors(run, debug=False, program="segnet-caffe"):
-    """Call `run()`; a CaffeError becomes one line on stderr and exit status 1 (a traceback only
-    with --debug or SEGNET_CAFFE_DEBUG=1)."""
+def run_reporting_errors(run, debug=False, program="segnet-caffe", also=()):
+    """Call `run()`; a CaffeError (or one of the exception types `also`: a script's OSError for
+    a file it cannot write, say) becomes one line `PROGRAM: error: ...` on stderr and exit status
+    1 (a traceback only with --debug or SEGNET_CAFFE_DEBUG=1). The one error style of the CLI and
+    the scripts; wrong arguments stay argparse's (usage, status 2)."""
     debug = debug or os.environ.get("SEGNET_CAFFE_DEBUG") == "1"
     try:
         return run()
-    except CaffeError as exc:
+    except (CaffeError, *also) as exc:
         if debug:
             raise
         print(f"{program}: error: {exc}", file=sys.stderr)
