@@ -8,6 +8,14 @@ made it 1); fold the statistics into the layer so that inference is one affine m
     BN (SegNet fork):  scale' = scale / sqrt(var + eps),  shift' = shift - scale' * mean,
                        bn_mode: INFERENCE
     BatchNorm (BVLC):  blobs = [mean, var, 1],  use_global_stats: true
+
+The tutorial records every layer in one pass, each under the batch statistics of the layers
+before it, which the inference net no longer uses: the later layers' statistics are those of
+inputs the inference net does not produce. `sequential=True` records the layers one after the
+other instead, each with the layers before it already normalising by their recorded statistics,
+as in the inference net (one pass over the same `iterations` batches per layer). On the squares
+demo this recovers most of what INFERENCE mode loses against the batch statistics the net
+trained with (bench/results/demo_recipes.md).
 """
 
 import numpy as np
@@ -33,12 +41,14 @@ class _StatisticsRecorder:
     def __init__(self, net, index):
         self.layer, self.index = net.layers[index], index
         self.bottom = net.blobs[net.param.layer[index].bottom[0]]
+        self.trained = [blob.data.astype(np.float64).reshape(-1) for blob in self.layer.blobs]
         self.mean_sum = self.var_sum = None
         self.batches, self.pixels = 0, 0
+        self.recording = True
         net.before_forward(self)
 
     def __call__(self, index):
-        if index != self.index:
+        if index != self.index or not self.recording:
             return
         x = self.bottom.tensor().detach().double()
         axes = (0,) + tuple(range(2, x.dim()))
@@ -56,6 +66,31 @@ class _StatisticsRecorder:
         var = (self.var_sum / self.batches).cpu().numpy() * (m / (m - 1) if m > 1 else 1.0)
         return mean, var
 
+    def inference_blobs(self):
+        """The layer's blobs for inference, float32, shaped as its own: BN's folded scale and
+        shift (from its trained ones), BatchNorm's [mean, var, 1]."""
+        mean, var = self.statistics()
+        if self.layer.type == "BN":
+            scale, shift = self.trained
+            folded_scale = scale / np.sqrt(var + FORK_EPS)
+            arrays = [folded_scale, shift - folded_scale * mean]
+        else:
+            arrays = [mean, var, np.ones(1)]
+        return [array.astype(np.float32).reshape(blob.shape)
+                for array, blob in zip(arrays, self.layer.blobs)]
+
+    def normalise_by_statistics(self):
+        """Stop recording; the live layer normalises by the recorded statistics from now on, as
+        in the inference net."""
+        self.recording = False
+        for blob, array in zip(self.layer.blobs, self.inference_blobs()):
+            blob.data[...] = array
+        if self.layer.type == "BN":
+            self.layer.learn = False
+            self.layer.backward_reads_bottom_blob = True
+        else:
+            self.layer.use_global_stats = True
+
 
 def data_iterations(net):
     """Batches that cover the first data layer's list once."""
@@ -65,8 +100,17 @@ def data_iterations(net):
     raise CaffeError("the net has no list data layer (DenseImageData/ImageData): give --iterations")
 
 
-def compute_bn_statistics(train_prototxt, weights, iterations=None, progress=True):
-    """The training net's NetParameter with BN folded for inference, and that net's weights.
+def _run(net, last, iterations, description, progress):
+    """Forward `iterations` batches through layers 0..last."""
+    with torch.no_grad():
+        for _ in tqdm(range(iterations), desc=description, unit="batch", disable=not progress):
+            net.forward_range(0, last)
+
+
+def compute_bn_statistics(train_prototxt, weights, iterations=None, progress=True,
+                          sequential=False):
+    """The training net's NetParameter with BN folded for inference, and that net's weights;
+    `sequential`: record the layers one after the other (module docstring).
 
     Returns (inference NetParameter without blobs, weights NetParameter with blobs).
     """
@@ -82,29 +126,25 @@ def compute_bn_statistics(train_prototxt, weights, iterations=None, progress=Tru
                         "each image by its own statistics, which averaged statistics cannot "
                         "reproduce in INFERENCE mode (train with a batch of several images)")
     iterations = iterations or data_iterations(net)
-    with torch.no_grad():
-        for _ in tqdm(range(iterations), desc="BN statistics", unit="batch", disable=not progress):
-            net.forward_range(0, len(net.layers) - 1)
+    if sequential:
+        start = [layer.state() for layer in net.layers]  # each pass reads the same batches
+        for recorder in recorders:
+            for layer, state in zip(net.layers, start):
+                layer.load_state(state)
+            _run(net, recorder.index, iterations, f"BN statistics of {recorder.layer.name}",
+                 progress)
+            recorder.normalise_by_statistics()
+    else:
+        _run(net, len(net.layers) - 1, iterations, "BN statistics", progress)
     weights_param = net.to_proto()
     inference = net.to_proto()
     by_name = {layer.name: layer for layer in weights_param.layer}
     for recorder in recorders:
-        layer = recorder.layer
-        mean, var = recorder.statistics()
-        target = by_name[layer.name]
+        target = by_name[recorder.layer.name]
         del target.blobs[:]
-        if layer.type == "BN":
-            scale = layer.blobs[0].data.astype(np.float64).reshape(-1)
-            shift = layer.blobs[1].data.astype(np.float64).reshape(-1)
-            folded_scale = scale / np.sqrt(var + FORK_EPS)
-            folded_shift = shift - folded_scale * mean
-            shape = layer.blobs[0].shape
-            blobs = [folded_scale.reshape(shape), folded_shift.reshape(shape)]
-        else:
-            blobs = [mean, var, np.ones(1)]
-        for array in blobs:
-            target.blobs.add().CopyFrom(array_to_blobproto(array.astype(np.float32)))
-        log.info(f"{layer.name}: statistics of {recorder.batches} batches folded in")
+        for array in recorder.inference_blobs():
+            target.blobs.add().CopyFrom(array_to_blobproto(array))
+        log.info(f"{recorder.layer.name}: statistics of {recorder.batches} batches folded in")
     inference = remove_splits(inference)
     for layer in inference.layer:
         del layer.blobs[:]

@@ -10,6 +10,7 @@ import torch
 import segnet_caffe as caffe
 from segnet_caffe import io
 from segnet_caffe.bn_statistics import compute_bn_statistics
+from tests.conftest import write_dataset
 
 NET = """
 name: "bn_net"
@@ -62,3 +63,52 @@ def test_script_writes_weights_and_inference_prototxt_and_warns_at_batch_one(tmp
     assert [l.type for l in inference.layer] == ["DenseImageData", "Convolution", "BN", "SoftmaxWithLoss"]
     net = caffe.Net(inference, caffe.TEST, weights=str(tmp_path / "out" / "test_weights.caffemodel"))
     assert net.params["conv_bn"][0].shape == (1, 4, 1, 1)
+
+
+TWO_BN = NET.replace('layer { name: "loss"', """layer { name: "conv2" type: "Convolution" bottom: "conv" top: "conv2"
+  convolution_param { num_output: 3 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "conv2_bn" type: "BN" bottom: "conv2" top: "conv2"
+  bn_param { scale_filler { type: "uniform" min: 0.5 max: 2 } shift_filler { type: "uniform" min: -1 max: 1 } } }
+layer { name: "loss\"""").replace('bottom: "conv" bottom: "label"', 'bottom: "conv2" bottom: "label"')
+
+
+def test_sequential_statistics_are_those_the_inference_net_feeds_each_layer(tmp_path):
+    """With sequential=True the second BN layer's statistics are those of its input when the
+    first already normalises by its own (as in the inference net); the tutorial's one pass
+    records that input under the first layer's batch statistics, which differ (the images'
+    brightness differs, so each batch's statistics do)."""
+    rng = np.random.RandomState(0)
+    images = [(rng.randint(0, 60, (8, 8, 3)) + 45 * i).astype(np.uint8) for i in range(5)]
+    labels = [(rng.rand(8, 8) > 0.5).astype(np.uint8) for _ in range(5)]
+    listed = write_dataset(tmp_path, images, labels, prefix=f"{tmp_path}/")
+    prototxt = tmp_path / "train.prototxt"
+    prototxt.write_text(TWO_BN.replace("LIST", str(listed)).replace("batch_size: 5",
+                                                                    "batch_size: 2"))
+    weights = tmp_path / "trained.caffemodel"
+    caffe.Net(str(prototxt), caffe.TEST).save(str(weights))
+    folded = {}
+    for sequential in (False, True):
+        inference, param = compute_bn_statistics(str(prototxt), str(weights), iterations=3,
+                                                 progress=False, sequential=sequential)
+        net = caffe.Net(inference, caffe.TEST)
+        net.copy_from(param)
+        folded[sequential] = [blob.data.astype(np.float64).ravel() for blob in net.params["conv2_bn"]]
+    # the inference net's input to conv2_bn over the same 3 batches of 2 (the list in order)
+    net = caffe.Net(inference, caffe.TEST)
+    net.copy_from(param)
+    means, variances = [], []
+    with torch.no_grad():
+        for _ in range(3):
+            net.forward(end="conv2")
+            x = net.blobs["conv2"].data.astype(np.float64)
+            means.append(x.mean(axis=(0, 2, 3)))
+            variances.append(x.var(axis=(0, 2, 3)))
+    m = 2 * 8 * 8
+    mean, var = np.mean(means, axis=0), np.mean(variances, axis=0) * m / (m - 1)
+    scale, shift = (blob.data.astype(np.float64).ravel()
+                    for blob in caffe.Net(str(prototxt), caffe.TEST, weights=str(weights))
+                    .params["conv2_bn"])
+    expected_scale = scale / np.sqrt(var + 1e-9)
+    np.testing.assert_allclose(folded[True][0], expected_scale, rtol=1e-4)
+    np.testing.assert_allclose(folded[True][1], shift - expected_scale * mean, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(folded[False][0], expected_scale, rtol=0.02)
