@@ -87,21 +87,26 @@ class EngineOptions:
         return torch.device(device).type == "cuda" or hardware.avx512_kernels()
 
     def kernels(self):
-        """A context for running a pass of a net with these options: under caffe_accumulation
-        oneDNN is off (convolutions take PyTorch's im2col + BLAS path, forward and backward),
-        restored afterwards."""
-        return _without_onednn() if self.caffe_accumulation else contextlib.nullcontext()
+        """A context for running a pass of a net with these options, torch's switches restored
+        afterwards: cuDNN autotunes its kernels for each shape (benchmark mode; no effect on the
+        CPU), and under caffe_accumulation oneDNN is off (convolutions take PyTorch's im2col +
+        BLAS path, forward and backward)."""
+        switches = contextlib.ExitStack()
+        switches.enter_context(_torch_switch(torch.backends.cudnn, "benchmark", True))
+        if self.caffe_accumulation:
+            switches.enter_context(_torch_switch(torch.backends.mkldnn, "enabled", False))
+        return switches
 
 
 @contextlib.contextmanager
-def _without_onednn():
-    # torch.backends.mkldnn.flags would also reset oneDNN's TF32 switch, warning each time.
-    enabled = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+def _torch_switch(backend, name, value):
+    # torch.backends.*.flags would also reset the backend's other switches (TF32, determinism).
+    saved = getattr(backend, name)
+    setattr(backend, name, value)
     try:
         yield
     finally:
-        torch.backends.mkldnn.enabled = enabled
+        setattr(backend, name, saved)
 
 
 _default = EngineOptions()

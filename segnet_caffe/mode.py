@@ -30,7 +30,6 @@ def set_mode_gpu():
         _state["mode"] = "cpu"
         return
     _state["mode"] = "gpu"
-    torch.backends.cudnn.benchmark = True  # cuDNN picks the fastest kernels for each shape
 
 
 def set_device(device_id):

@@ -72,3 +72,18 @@ def test_a_solver_builds_its_nets_with_its_own_options(tmp_path):
         solver = caffe.get_solver(path)
     assert solver.options.data_prefetch is False
     assert all(net.options is solver.options for net in [solver.net] + solver.test_nets)
+
+
+def test_cudnn_autotunes_only_while_a_net_computes(tmp_path):
+    """set_mode_gpu used to switch cuDNN's benchmark mode on for the whole process; now each
+    pass of a net switches it on and restores the user's setting."""
+    net = net_from_text(POOL_NET)
+    seen = []
+    net.after_forward(lambda index: seen.append(torch.backends.cudnn.benchmark))
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        net.forward(x=np.ones((1, 2, 4, 4), np.float32))
+        assert seen and all(seen) and not torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = saved
