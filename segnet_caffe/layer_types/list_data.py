@@ -10,8 +10,8 @@ items in several threads) change how fast a batch comes, never what it holds.
 """
 import os
 import threading
-from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
