@@ -87,7 +87,6 @@ class _StatisticsRecorder:
             blob.data[...] = array
         if self.layer.type == "BN":
             self.layer.learn = False
-            self.layer.backward_reads_bottom_blob = True
         else:
             self.layer.use_global_stats = True
 

@@ -1,7 +1,7 @@
 """pycaffe's process defaults: Caffe's global mode (CPU/GPU), device id and random seed, and
-Caffe's rule for choosing them from --gpu and the solver file. How a
-net computes (precision, memory layout, ...) is not a process default but the EngineOptions it
-is built with (segnet_caffe.engine_options)."""
+Caffe's rule for choosing them from --gpu and the solver file. How a net computes (precision,
+memory layout, ...) is not a process default but the EngineOptions it is built with
+(segnet_caffe.engine_options)."""
 import torch
 
 from .errors import CaffeError

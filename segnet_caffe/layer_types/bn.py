@@ -26,14 +26,17 @@ class BNLayer(BaseLayer):
     # BNLayer::Backward_cpu writes scale_diff / shift_diff with beta 0: each backward overwrites.
     accumulates_param_diffs = False
 
+    @property
+    def backward_reads_bottom_blob(self):
+        """LEARN's backward reads only its own saved x_norm; INFERENCE's reads the bottom blob."""
+        return not self.learn
+
     def setup(self, bottom_shapes):
         shape = bottom_shapes[0]
         if not 2 <= len(shape) <= 4:
             raise self.error(f"needs a bottom of 2 to 4 axes (N, C[, H, W]), got {tuple(shape)}")
         p = self.param.bn_param
         self.learn = p.bn_mode == caffe_pb2.BNParameter.LEARN
-        # LEARN's backward reads only its own saved x_norm; INFERENCE's reads the bottom blob.
-        self.backward_reads_bottom_blob = not self.learn
         fields = p.DESCRIPTOR.fields_by_name
         self.eps = p.eps if "eps" in fields and p.HasField("eps") else FORK_EPS
         if not p.HasField("scale_filler"):
