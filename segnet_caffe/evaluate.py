@@ -16,7 +16,7 @@ import torch
 from . import io, list_files
 from .datasets import IMAGE_EXTENSIONS
 from .errors import CaffeError
-from .input_transform import InputTransform
+from .input_transform import InputTransform, read_mean_file
 from .layer_types import is_data_type
 from .logs import get_logger
 from .metrics import ConfusionMatrix
@@ -176,8 +176,8 @@ def input_to_rgb(data, transform_param=None):
     if transform_param is not None:
         file_mean = None
         if transform_param.HasField("mean_file") and os.path.isfile(transform_param.mean_file):
-            file_mean = io.read_binaryproto(transform_param.mean_file)
-            file_mean = file_mean.reshape(data.shape) if file_mean.size == data.size else None
+            file_mean = read_mean_file(transform_param.mean_file)
+            file_mean = file_mean if file_mean.shape == data.shape else None
         data = InputTransform.from_param(transform_param, file_mean).invert(data)
     if data.min() < -0.5 or data.max() > 255.5:
         low, high = float(data.min()), float(data.max())
@@ -290,8 +290,7 @@ def _data_layer_spec(model, first, input_size):
     transform = first.transform_param
     file_mean = None
     if not len(transform.mean_value) and transform.HasField("mean_file"):
-        file_mean = io.read_binaryproto(transform.mean_file).astype(np.float32)
-        file_mean = file_mean.reshape(file_mean.shape[-3:])
+        file_mean = read_mean_file(transform.mean_file)
         if file_mean.shape[-2:] != tuple(size):
             raise CaffeError(f"{model}: transform_param.mean_file is {file_mean.shape[-2]}x"
                              f"{file_mean.shape[-1]} but the input is {size[0]}x{size[1]}")

@@ -2,11 +2,26 @@
 
 The data layers apply it after their crop and mirror (layer_types/list_data.DataTransformer),
 the deploy path applies it to plain images (evaluate.InputSpec), and the pictures of a test
-run invert it to show what the net saw (evaluate.input_to_rgb).
+run invert it to show what the net saw (evaluate.input_to_rgb); all of them read a mean_file
+with read_mean_file.
 """
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import io
+from .errors import CaffeError
+
+
+def read_mean_file(path):
+    """A transform_param.mean_file (a BlobProto of shape (1, C, H, W)) as a (C, H, W) float32
+    array; a CaffeError when it cannot be read or is not one image's shape."""
+    mean = io.read_binaryproto(path)
+    while mean.ndim > 3 and mean.shape[0] == 1:
+        mean = mean[0]
+    if mean.ndim != 3:
+        raise CaffeError(f'"{path}" holds a blob of shape {mean.shape}; expected (1, C, H, W)')
+    return mean.astype(np.float32)
 
 
 @dataclass(frozen=True)

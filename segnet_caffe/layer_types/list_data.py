@@ -20,6 +20,7 @@ from PIL import Image
 
 from .base import BaseLayer
 from .. import distributed, list_files, mode
+from .. import input_transform
 from ..input_transform import InputTransform
 from ..logs import get_logger
 from ..proto import caffe_pb2
@@ -105,23 +106,17 @@ def _colour_label_differs(layer, path):
 
 # ----- Caffe's DataTransformer -------------------------------------------------------------------
 def read_mean_file(layer, path):
-    """A .binaryproto mean blob as a (C, H, W) float32 array."""
-    from .. import io
+    """input_transform.read_mean_file with the layer's errors (a missing file named with the
+    working directory its relative path is read from)."""
     from ..errors import CaffeError
 
     if not os.path.isfile(path):
         raise layer.error(f'transform_param.mean_file "{path}" does not exist (relative paths are '
                           f"read from the working directory {os.getcwd()})")
     try:
-        mean = io.read_binaryproto(path)
+        return input_transform.read_mean_file(path)
     except CaffeError as exc:
         raise layer.error(f"transform_param.mean_file: {exc}") from None
-    while mean.ndim > 3 and mean.shape[0] == 1:
-        mean = mean[0]
-    if mean.ndim != 3:
-        raise layer.error(f'transform_param.mean_file "{path}" holds a blob of shape '
-                          f"{mean.shape}; expected (1, C, H, W)")
-    return mean
 
 
 class DataTransformer:
