@@ -16,6 +16,10 @@ other instead, each with the layers before it already normalising by their recor
 as in the inference net (one pass over the same `iterations` batches per layer). On the squares
 demo this recovers most of what INFERENCE mode loses against the batch statistics the net
 trained with (bench/results/demo_recipes.md).
+
+A net trained on random crops is run on whole images: `whole_images=True` reads the training
+images uncropped, so the statistics are of the inputs the inference net sees rather than of
+crops (whose borders are a larger share of each map).
 """
 
 import numpy as np
@@ -23,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import CaffeError
-from .io import array_to_blobproto
+from .io import array_to_blobproto, read_net_prototxt
 from .layer_types.bn import FORK_EPS
 from .layer_types.list_data import ListDataLayer
 from .logs import get_logger
@@ -106,15 +110,31 @@ def _run(net, last, iterations, description, progress):
             net.forward_range(0, last)
 
 
+def without_crops(net_param):
+    """A copy of net_param whose data layers read whole images (no crop_size, crop_height or
+    crop_width)."""
+    whole = caffe_pb2.NetParameter()
+    whole.CopyFrom(net_param)
+    for layer in whole.layer:
+        layer.transform_param.ClearField("crop_size")
+        layer.dense_image_data_param.ClearField("crop_height")
+        layer.dense_image_data_param.ClearField("crop_width")
+    return whole
+
+
 def compute_bn_statistics(train_prototxt, weights, iterations=None, progress=True,
-                          sequential=False):
+                          sequential=False, whole_images=False):
     """The training net's NetParameter with BN folded for inference, and that net's weights;
-    `sequential`: record the layers one after the other (module docstring).
+    `sequential`: record the layers one after the other, `whole_images`: with the data
+    layers' crops off (module docstring).
 
     Returns (inference NetParameter without blobs, weights NetParameter with blobs).
     """
     log = get_logger()
-    net = Net(train_prototxt, TEST, weights=weights)
+    model = read_net_prototxt(train_prototxt)
+    if whole_images:
+        model = without_crops(model)
+    net = Net(model, TEST, weights=weights, source=train_prototxt)
     recorders = [_StatisticsRecorder(net, index) for index, layer in enumerate(net.layers)
                  if layer.type in NORMALISING_TYPES]
     if not recorders:

@@ -112,3 +112,34 @@ def test_sequential_statistics_are_those_the_inference_net_feeds_each_layer(tmp_
     np.testing.assert_allclose(folded[True][0], expected_scale, rtol=1e-4)
     np.testing.assert_allclose(folded[True][1], shift - expected_scale * mean, rtol=1e-4, atol=1e-5)
     assert not np.allclose(folded[False][0], expected_scale, rtol=0.02)
+
+
+def test_whole_images_statistics_are_those_of_the_uncropped_net(tmp_path):
+    """whole_images=True folds the statistics the same net without its random crops gives;
+    with the crops (the tutorial's way) they differ."""
+    rng = np.random.RandomState(1)
+    images = [rng.randint(0, 255, (8, 8, 3)).astype(np.uint8) for _ in range(4)]
+    labels = [(rng.rand(8, 8) > 0.5).astype(np.uint8) for _ in range(4)]
+    listed = write_dataset(tmp_path, images, labels, prefix=f"{tmp_path}/")
+    uncropped = TWO_BN.replace("LIST", str(listed)).replace("batch_size: 5", "batch_size: 2")
+    paths = {}
+    for name, text in (("whole", uncropped),
+                       ("cropped", uncropped.replace("batch_size: 2",
+                                                     "batch_size: 2 crop_height: 5 crop_width: 5"))):
+        paths[name] = tmp_path / f"{name}.prototxt"
+        paths[name].write_text(text)
+    weights = tmp_path / "trained.caffemodel"
+    caffe.Net(str(paths["whole"]), caffe.TEST).save(str(weights))
+
+    def folded(prototxt, whole_images):
+        _, param = compute_bn_statistics(str(prototxt), str(weights), iterations=2,
+                                         progress=False, sequential=True,
+                                         whole_images=whole_images)
+        return [np.array(blob.data) for layer in param.layer if layer.type == "BN"
+                for blob in layer.blobs]
+
+    expected = folded(paths["whole"], False)
+    for got, want in zip(folded(paths["cropped"], True), expected):
+        np.testing.assert_array_equal(got, want)
+    assert not all(np.allclose(got, want, rtol=0.01)
+                   for got, want in zip(folded(paths["cropped"], False), expected))
