@@ -9,8 +9,9 @@
 # OUT_DIR defaults to runs/demo_squares_<time>; the dataset goes to --data (default
 # data/squares_<size>_<count>).
 # --size is the image side (default 256, which keeps the demo within minutes on 2 cores; the
-# report's is 512), --count the images per split (100), --iterations overrides the solver's
-# max_iter, --seed the solver's random_seed (weights and data order; default the solver's 0).
+# report's is 512; at least the training crops' side, 224), --count the images per split (100),
+# --iterations overrides the solver's max_iter, --seed the solver's random_seed (weights, data
+# order and crops; default the solver's 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-$(command -v python || command -v python3)}
@@ -33,6 +34,11 @@ done
 out=${out:-runs/demo_squares_$(date +%Y%m%d_%H%M%S)}
 data=${data:-data/squares_${size}_$count}
 iterations=${iterations:-$(sed -n 's/^max_iter: //p' prototxt/segnet_squares_solver.prototxt)}
+crop=$(sed -n 's/^ *crop_height: //p' prototxt/segnet_squares_train.prototxt)
+if [ "$size" -lt "$crop" ]; then
+  echo "demo_squares.sh: --size $size is smaller than the training crops ($crop x $crop px)" >&2
+  exit 2
+fi
 start=$SECONDS
 
 echo "== synthesize $count squares per split ($size x $size) into $data"

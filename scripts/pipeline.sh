@@ -12,11 +12,12 @@ run_pipeline() {
   bash train.sh "${prototxt}_solver.prototxt" --iterations "$iterations" --log_file "$out/train.log" \
     ${gpu:+--gpu "$gpu"} ${seed:+--seed "$seed"}
 
-  # --sequential: each BN layer's statistics of the inputs the inference net gives it.
+  # Each BN layer's statistics of the inputs the inference net gives it: the layers before it
+  # already normalising by theirs (--sequential), on whole images if it trained on crops.
   echo "== BN statistics over $bn_batches training batches, layer after layer"
   "$python" scripts/compute_bn_statistics.py "${prototxt}_train.prototxt" \
     "$out/snapshots/${model}_iter_$iterations.caffemodel" "$out/bn" --iterations "$bn_batches" \
-    --sequential
+    --sequential --whole-images
 
   echo "== test on $test_batches batches of the test list"
   ${gpu:+env CUDA_VISIBLE_DEVICES="$gpu"} "$python" scripts/test_segmentation_camvid.py \

@@ -203,14 +203,18 @@ def segnet_vgg16(data, loss, variant="train", name="segnet", bayesian=False):
 
 
 def solver(net_path, snapshot_prefix, base_lr=0.1, max_iter=10000, snapshot=1000,
-           test_net=None, test_iter=0, test_interval=0, display=20, gamma=1.0, stepsize=10000000):
+           test_net=None, test_iter=0, test_interval=0, display=20, gamma=1.0, stepsize=10000000,
+           clip_gradients=None):
     """SegNet's solver settings (SGD, momentum 0.9, weight decay 5e-4, lr times gamma every
-    stepsize iterations: by default a fixed lr, as SegNet's) on the CPU."""
+    stepsize iterations: by default a fixed lr, as SegNet's) on the CPU; clip_gradients: the
+    L2 norm the whole gradient is scaled down to when larger (default: none)."""
     param = caffe_pb2.SolverParameter(
         net=net_path, base_lr=base_lr, lr_policy="step", gamma=gamma, stepsize=stepsize,
         weight_decay=0.0005, momentum=0.9, display=display, max_iter=max_iter,
         snapshot=snapshot, snapshot_prefix=snapshot_prefix, solver_mode=caffe_pb2.SolverParameter.CPU,
         random_seed=0, type="SGD")
+    if clip_gradients is not None:
+        param.clip_gradients = clip_gradients
     if test_net:
         param.test_net.append(test_net)
         param.test_iter.append(test_iter)

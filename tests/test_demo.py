@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_demo_squares_runs_every_step(tmp_path):
     out, data = tmp_path / "run", tmp_path / "squares"
-    done = subprocess.run(["bash", "scripts/demo_squares.sh", str(out), "--size", "128",
+    done = subprocess.run(["bash", "scripts/demo_squares.sh", str(out), "--size", "224",
                            "--count", "4", "--iterations", "2", "--data", str(data)],
                           cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHON": sys.executable})
@@ -24,3 +24,11 @@ def test_demo_squares_runs_every_step(tmp_path):
     for picture in ("test/sample_0.png", "test/confusion_matrix.png", "loss.png", "net.png"):
         assert cv2.imread(str(out / picture)) is not None, picture
     assert f"Pictures: {out}/test/sample_*.png" in done.stdout
+
+
+def test_demo_squares_refuses_images_smaller_than_its_training_crops(tmp_path):
+    done = subprocess.run(["bash", "scripts/demo_squares.sh", str(tmp_path / "run"), "--size",
+                           "128"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "--size 128 is smaller than the training crops (224 x 224 px)" in done.stderr
+    assert not (tmp_path / "run").exists()
