@@ -1,11 +1,13 @@
 """The benchmarked nets: the generated prototxt/ files with their data layer replaced by an Input,
-so the compute figures need no dataset (the data pipeline is measured on its own)."""
+so the compute figures need no dataset (the data pipeline is measured on its own, reading whole
+images: the squares demo's random training crops are off)."""
 from pathlib import Path
 
 import torch
 
 from segnet_caffe import io
 from segnet_caffe.errors import CaffeError
+from segnet_caffe.net_graph import without_crops
 from segnet_caffe.proto import caffe_pb2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +61,7 @@ def net_param(net_name, kind, batch, size=None, data=None):
     """The train or inference NetParameter of `net_name` at (batch, size), fed by an Input, or
     with `data=(list file, root folder)` by its DenseImageData reading that list."""
     size = tuple(size or NATIVE_SIZES[net_name])
-    param = io.read_net_prototxt(str(prototxt(net_name, kind)))
+    param = without_crops(io.read_net_prototxt(str(prototxt(net_name, kind))))
     data_index = _data_index(param)
     if data is not None:
         _read_data_from(param.layer[data_index], *data, batch)
@@ -74,8 +76,9 @@ def net_param(net_name, kind, batch, size=None, data=None):
 
 
 def data_layer_net(net_name, list_file, root_folder, batch):
-    """A net of `net_name`'s training DenseImageData layer alone, reading `list_file`."""
-    param = io.read_net_prototxt(str(prototxt(net_name, "train")))
+    """A net of `net_name`'s training DenseImageData layer alone, reading `list_file`'s whole
+    images."""
+    param = without_crops(io.read_net_prototxt(str(prototxt(net_name, "train"))))
     layer = param.layer[_data_index(param)]
     _read_data_from(layer, list_file, root_folder, batch)
     alone = caffe_pb2.NetParameter(name=f"{net_name}_data")

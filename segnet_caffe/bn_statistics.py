@@ -32,7 +32,7 @@ from .layer_types.bn import FORK_EPS
 from .layer_types.list_data import ListDataLayer
 from .logs import get_logger
 from .net import TEST, Net
-from .net_graph import remove_splits
+from .net_graph import remove_splits, without_crops
 from .proto import caffe_pb2
 
 NORMALISING_TYPES = ("BN", "BatchNorm")
@@ -108,18 +108,6 @@ def _run(net, last, iterations, description, progress):
     with torch.no_grad():
         for _ in tqdm(range(iterations), desc=description, unit="batch", disable=not progress):
             net.forward_range(0, last)
-
-
-def without_crops(net_param):
-    """A copy of net_param whose data layers read whole images (no crop_size, crop_height or
-    crop_width)."""
-    whole = caffe_pb2.NetParameter()
-    whole.CopyFrom(net_param)
-    for layer in whole.layer:
-        layer.transform_param.ClearField("crop_size")
-        layer.dense_image_data_param.ClearField("crop_height")
-        layer.dense_image_data_param.ClearField("crop_width")
-    return whole
 
 
 def compute_bn_statistics(train_prototxt, weights, iterations=None, progress=True,

@@ -1,6 +1,7 @@
 """Building a net's graph from a NetParameter as Caffe's Net::Init does before it creates
 layers: the include/exclude rules of the phase, level and stages (FilterNet), and Split layers
-where a top feeds several bottoms (InsertSplits); and their inverse for saving a net."""
+where a top feeds several bottoms (InsertSplits); their inverse for saving a net; and a net's
+data layers without their crops."""
 from .errors import CaffeError
 from .proto import caffe_pb2
 
@@ -107,3 +108,15 @@ def remove_splits(net_param):
             kept.CopyFrom(layer)
             kept.bottom[:] = [source.get(name, name) for name in layer.bottom]
     return plain
+
+
+def without_crops(net_param):
+    """A copy of net_param whose data layers read whole images (no crop_size, crop_height or
+    crop_width)."""
+    whole = caffe_pb2.NetParameter()
+    whole.CopyFrom(net_param)
+    for layer in whole.layer:
+        layer.transform_param.ClearField("crop_size")
+        layer.dense_image_data_param.ClearField("crop_height")
+        layer.dense_image_data_param.ClearField("crop_width")
+    return whole
