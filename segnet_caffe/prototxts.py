@@ -39,8 +39,8 @@ MODELS = {
     "bayesian_segnet": (partial(segnet_vgg16, name="bayesian_segnet", bayesian=True),
                         dict(base_lr=0.001, max_iter=40000, snapshot=1000)),
 }
-# The squares demo trains on random 224x224 crops (image and label alike; 0.77 of a whole
-# 256x256 image's computation) with the gradient clipped to norm 1 (it tames the first
+# The squares demo trains on random 224x224 crops (image and label alike; three quarters of a
+# whole 256x256 image's computation) with the gradient clipped to norm 1 (it tames the first
 # iterations' steps), and computes the BN statistics on whole images (compute_bn_statistics
 # --whole-images): bench/results/demo_recipes.md. The report author's net keeps his whole images.
 SQUARES_CROP = 224
