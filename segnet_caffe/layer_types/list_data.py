@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from .base import BaseLayer
-from .. import distributed, list_files, mode
-from .. import input_transform
+from .. import distributed, input_transform, list_files, mode
+from ..errors import CaffeError
 from ..input_transform import InputTransform
 from ..logs import get_logger
 from ..proto import caffe_pb2
@@ -108,8 +108,6 @@ def _colour_label_differs(layer, path):
 def read_mean_file(layer, path):
     """input_transform.read_mean_file with the layer's errors (a missing file named with the
     working directory its relative path is read from)."""
-    from ..errors import CaffeError
-
     if not os.path.isfile(path):
         raise layer.error(f'transform_param.mean_file "{path}" does not exist (relative paths are '
                           f"read from the working directory {os.getcwd()})")
